@@ -1,0 +1,177 @@
+"""The chat pipeline: a validated request body in, SSE bytes or a ``chat.completion`` object out.
+
+Knows the OpenAI wire format and the backend contract; knows nothing of Flask. The blueprint hands it
+the parsed body, the backend and two callables from the HTTP side (how long to wait between pings,
+whether the client is still there).
+"""
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+
+from . import __version__, sse
+from .backends.base import BackendError, ChatRequest, Result
+from .errors import error_body, from_exception
+from .relay import Relay
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPERATURE = 0.1
+DEFAULT_MAX_TOKENS = 2000
+# How often a waiting stream checks whether its client is still connected.
+PROBE_INTERVAL_S = 1.0
+
+
+def text_of(content):
+    """A message's content as one string: a string as is, text parts joined."""
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content)
+
+
+def build_request(body):
+    """A :class:`ChatRequest` from a body that passed the ``chat_request`` schema."""
+    messages = []
+    for message in body["messages"]:
+        item = {"role": message["role"], "content": text_of(message["content"])}
+        if "name" in message:
+            item["name"] = message["name"]
+        messages.append(item)
+    stop = body.get("stop")
+    temperature = body.get("temperature")
+    return ChatRequest(
+        messages=messages,
+        model=body.get("model") or "",
+        temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
+        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        top_p=body.get("top_p"),
+        stop=[stop] if isinstance(stop, str) else list(stop or []),
+        presence_penalty=body.get("presence_penalty"),
+        frequency_penalty=body.get("frequency_penalty"),
+        seed=body.get("seed"),
+        user=body.get("user"),
+    )
+
+
+def fingerprint(backend):
+    digest = hashlib.sha256(f"kernel-chat {__version__} {backend.name}".encode()).hexdigest()
+    return "fp_" + digest[:10]
+
+
+class Completion:
+    """One response's identity (id, created, model) and its encodings, chunk by chunk or whole."""
+
+    def __init__(self, model, system_fingerprint):
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = model
+        self.system_fingerprint = system_fingerprint
+        head = json.dumps(self._head("chat.completion.chunk"), ensure_ascii=False, separators=(",", ":"))
+        # Content deltas are the hot path: only the text is serialised per chunk.
+        self._content_prefix = head[:-1] + ',"choices":[{"index":0,"delta":{"content":'
+        self._content_suffix = '},"logprobs":null,"finish_reason":null}]}'
+
+    def _head(self, obj):
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
+        }
+
+    def content(self, text):
+        dumped = json.dumps(text, ensure_ascii=False)
+        return sse.encode(self._content_prefix + dumped + self._content_suffix)
+
+    def chunk(self, delta, finish_reason=None):
+        event = self._head("chat.completion.chunk")
+        event["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        return sse.encode(event)
+
+    def usage_chunk(self, usage):
+        event = self._head("chat.completion.chunk")
+        event["choices"] = []
+        event["usage"] = usage
+        return sse.encode(event)
+
+    def whole(self, text, result):
+        body = self._head("chat.completion")
+        body["choices"] = [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+        ]
+        body["usage"] = result.usage
+        return body
+
+
+class Generation:
+    """A started generation: the backend runs in a relay; the first items (or the failure) are awaited."""
+
+    def __init__(self, backend, request):
+        self.backend = backend
+        self.request = request
+        self.result = Result()
+        self.completion = Completion(backend.model_for(request.model), fingerprint(backend))
+        self.relay = Relay(backend.generate(request, self.result))
+
+    def first(self, timeout):
+        """Wait up to ``timeout`` s for the first deltas. Errors raised here still become an HTTP status."""
+        try:
+            return self.relay.next_batch(timeout)
+        except BaseException:
+            self.relay.close()
+            raise
+
+    def text(self, first):
+        """Collect the whole answer (``stream: false``)."""
+        parts = list(first or ())
+        try:
+            if first is not None:
+                while (batch := self.relay.next_batch(None)) is not None:
+                    parts.extend(batch)
+        finally:
+            self.relay.close()
+        return self.completion.whole("".join(parts), self.result)
+
+    def events(self, first, include_usage, ping_s, client_gone):
+        """The SSE body. Errors after the first byte become one error event, then ``[DONE]``."""
+        completion = self.completion
+        try:
+            out = [completion.chunk({"role": "assistant", "content": ""})]
+            out.extend(completion.content(text) for text in first or ())
+            yield b"".join(out)
+            last_write = time.monotonic()
+            batch = first
+            while batch is not None:
+                batch = self.relay.next_batch(min(ping_s, PROBE_INTERVAL_S))
+                if batch:
+                    yield b"".join([completion.content(text) for text in batch])
+                    last_write = time.monotonic()
+                elif batch is not None:
+                    if client_gone():
+                        log.info("client went away while waiting for the backend; generation stopped")
+                        return
+                    if time.monotonic() - last_write >= ping_s:
+                        yield sse.PING
+                        last_write = time.monotonic()
+            tail = [completion.chunk({}, self.result.finish_reason)]
+            if include_usage:
+                tail.append(completion.usage_chunk(self.result.usage))
+            tail.append(sse.DONE)
+            yield b"".join(tail)
+        except Exception as exc:  # GeneratorExit (client gone) is not an Exception and passes through
+            status, message, code, _, _ = from_exception(exc)
+            if isinstance(exc, BackendError):
+                log.warning("backend error mid-stream (%s): %s", status, message)
+            else:
+                log.exception("error mid-stream")
+            yield sse.encode(error_body(status, message, code)) + sse.DONE
+        finally:
+            self.relay.close()

@@ -1,0 +1,54 @@
+"""Configuration: ``KERNEL_*`` environment variables, read once at start into the app config."""
+
+import os
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def _text(value):
+    return value
+
+
+def _positive_float(value):
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _positive_int(value):
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a whole number greater than 0")
+    return number
+
+
+# name: (default, parser). Defaults are documented in the README's configuration table.
+SETTINGS = {
+    "KERNEL_BACKEND": ("auto", _text),
+    "KERNEL_UPSTREAM_URL": ("", _text),
+    "KERNEL_UPSTREAM_API_KEY": ("", _text),
+    "KERNEL_UPSTREAM_MODEL": ("", _text),
+    "KERNEL_UPSTREAM_TIMEOUT_S": (120.0, _positive_float),
+    "KERNEL_SSE_PING_S": (15.0, _positive_float),
+    "KERNEL_MAX_BODY_BYTES": (10 * 1024 * 1024, _positive_int),
+    "KERNEL_DATA_DIR": ("./data", _text),
+}
+
+
+def from_environ(environ=None):
+    """Return the settings as a dict, parsed from ``environ`` (default ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    config = {}
+    for name, (default, parse) in SETTINGS.items():
+        raw = environ.get(name)
+        if raw is None or raw.strip() == "":
+            config[name] = default
+            continue
+        try:
+            config[name] = parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+    return config

@@ -1,0 +1,53 @@
+"""The app factory: wires configuration, logging, errors, the backend and the blueprints together."""
+
+import logging
+import uuid
+
+from flask import Flask, g, request
+
+from . import backends, chat_api, config as settings, errors, health
+
+log = logging.getLogger("kernel")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def _setup_logging(app):
+    gunicorn_logger = logging.getLogger("gunicorn.error")
+    if gunicorn_logger.handlers:
+        log.handlers = gunicorn_logger.handlers
+        log.setLevel(gunicorn_logger.level)
+    elif not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.propagate = not gunicorn_logger.handlers
+
+
+def _request_ids(app):
+    @app.before_request
+    def assign_request_id():
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        ok = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
+        g.request_id = incoming if ok else "req_" + uuid.uuid4().hex
+
+    @app.after_request
+    def send_request_id(response):
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id") or "req_" + uuid.uuid4().hex
+        return response
+
+
+def create_app(config=None):
+    app = Flask(__name__)
+    app.config.update(settings.from_environ())
+    app.config.update(config or {})
+    app.config["MAX_CONTENT_LENGTH"] = app.config["KERNEL_MAX_BODY_BYTES"]
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    _setup_logging(app)
+
+    app.extensions["kernel.backend"] = backends.load(app.config)
+
+    errors.init_app(app)
+    _request_ids(app)
+    chat_api.init_app(app)
+    health.init_app(app)
+    return app

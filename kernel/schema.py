@@ -1,0 +1,71 @@
+"""JSON Schemas from ``schemas/``: loaded and compiled once, then used to validate request bodies."""
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+
+from .errors import ApiError
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+@lru_cache(maxsize=None)
+def _registry():
+    resources = []
+    for path in sorted(SCHEMA_DIR.glob("*.json")):
+        contents = json.loads(path.read_text(encoding="utf-8"))
+        resources.append((path.name, Resource.from_contents(contents)))
+    return Registry().with_resources(resources)
+
+
+@lru_cache(maxsize=None)
+def validator(name):
+    """The compiled validator for ``schemas/<name>.json``."""
+    schema = _registry().contents(f"{name}.json")
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, registry=_registry())
+
+
+def field_path(parts):
+    """``messages[0].role`` from a jsonschema path deque."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error):
+    """A message for one validation error that a person can act on."""
+    if error.validator == "oneOf" and error.context:
+        deepest = best_match(error.context)
+        if deepest is not None and len(deepest.absolute_path) > len(error.absolute_path):
+            return deepest
+    return error
+
+
+def validate(name, instance):
+    """Raise a 400 :class:`ApiError` naming the offending field if ``instance`` breaks the schema."""
+    error = best_match(validator(name).iter_errors(instance))
+    if error is None:
+        return
+    error = _describe(error)
+    path = field_path(error.absolute_path)
+    message = error.message
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = next((name for name in error.validator_value if name not in error.instance), None)
+        message = f"'{missing}' is required"
+        path = field_path([*error.absolute_path, missing])
+    elif error.validator == "oneOf":
+        message = f"{error.instance!r} is not an accepted value"
+        types = [s.get("type") for s in error.schema.get("oneOf", []) if isinstance(s, dict) and "type" in s]
+        if types:
+            message += " (expected " + " or ".join(str(t) for t in types) + ")"
+    elif error.validator == "const" and path.endswith(".type"):
+        message = f"content part type {error.instance!r} is not supported; only 'text' parts are accepted"
+    if len(message) > 300:
+        message = message[:297] + "..."
+    raise ApiError(400, f"{path}: {message}" if path else message, code="invalid_request", param=path or None)
