@@ -19,6 +19,9 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5
 
+# gunicornc's control socket lives with the instance's data, so several instances never share one.
+control_socket = os.path.join(os.environ.get("KERNEL_DATA_DIR") or "./data", "gunicorn.ctl")
+
 # Logging
 accesslog = "-"
 errorlog = "-"

@@ -111,20 +111,42 @@ class Completion:
         return body
 
 
-class Generation:
-    """A started generation: the backend runs in a relay; the first items (or the failure) are awaited."""
+class ClientGone(Exception):
+    """The client closed its connection before the answer was ready."""
 
-    def __init__(self, backend, request):
+
+class Generation:
+    """A started generation: the backend runs in a relay; the first items (or the failure) are awaited.
+
+    Every wait wakes at least once per :data:`PROBE_INTERVAL_S` to ask ``client_gone()``, so a client
+    that leaves stops its generation promptly, even while the backend is silent.
+    """
+
+    def __init__(self, backend, request, client_gone=lambda: False):
         self.backend = backend
         self.request = request
+        self.client_gone = client_gone
         self.result = Result()
         self.completion = Completion(backend.model_for(request.model), fingerprint(backend))
         self.relay = Relay(backend.generate(request, self.result))
 
+    def _next(self, timeout=None):
+        """The next batch as :meth:`Relay.next_batch` gives it; ``[]`` only once ``timeout`` has passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = PROBE_INTERVAL_S if deadline is None else min(PROBE_INTERVAL_S, deadline - time.monotonic())
+            batch = self.relay.next_batch(max(wait, 0))
+            if batch != []:
+                return batch
+            if self.client_gone():
+                raise ClientGone()
+            if deadline is not None and time.monotonic() >= deadline:
+                return batch
+
     def first(self, timeout):
         """Wait up to ``timeout`` s for the first deltas. Errors raised here still become an HTTP status."""
         try:
-            return self.relay.next_batch(timeout)
+            return self._next(timeout)
         except BaseException:
             self.relay.close()
             raise
@@ -134,38 +156,33 @@ class Generation:
         parts = list(first or ())
         try:
             if first is not None:
-                while (batch := self.relay.next_batch(None)) is not None:
+                while (batch := self._next()) is not None:
                     parts.extend(batch)
         finally:
             self.relay.close()
         return self.completion.whole("".join(parts), self.result)
 
-    def events(self, first, include_usage, ping_s, client_gone):
+    def events(self, first, include_usage, ping_s):
         """The SSE body. Errors after the first byte become one error event, then ``[DONE]``."""
         completion = self.completion
         try:
             out = [completion.chunk({"role": "assistant", "content": ""})]
             out.extend(completion.content(text) for text in first or ())
             yield b"".join(out)
-            last_write = time.monotonic()
             batch = first
             while batch is not None:
-                batch = self.relay.next_batch(min(ping_s, PROBE_INTERVAL_S))
+                batch = self._next(ping_s)
                 if batch:
                     yield b"".join([completion.content(text) for text in batch])
-                    last_write = time.monotonic()
                 elif batch is not None:
-                    if client_gone():
-                        log.info("client went away while waiting for the backend; generation stopped")
-                        return
-                    if time.monotonic() - last_write >= ping_s:
-                        yield sse.PING
-                        last_write = time.monotonic()
+                    yield sse.PING
             tail = [completion.chunk({}, self.result.finish_reason)]
             if include_usage:
                 tail.append(completion.usage_chunk(self.result.usage))
             tail.append(sse.DONE)
             yield b"".join(tail)
+        except ClientGone:
+            log.info("client went away while waiting for the backend; generation stopped")
         except Exception as exc:  # GeneratorExit (client gone) is not an Exception and passes through
             status, message, code, _, _ = from_exception(exc)
             if isinstance(exc, BackendError):

@@ -53,13 +53,17 @@ def client_gone_probe(environ):
 def handle_chat(stream_default):
     body = json_body()
     validate("chat_request", body)
-    generation = chat.Generation(backend(), chat.build_request(body))
+    stream = body.get("stream", stream_default)
+    generation = chat.Generation(backend(), chat.build_request(body), client_gone_probe(request.environ))
     ping_s = current_app.config["KERNEL_SSE_PING_S"]
-    first = generation.first(timeout=ping_s if body.get("stream", stream_default) else None)
-    if not body.get("stream", stream_default):
-        return jsonify(generation.text(first))
+    try:
+        first = generation.first(timeout=ping_s if stream else None)
+        if not stream:
+            return jsonify(generation.text(first))
+    except chat.ClientGone:
+        return Response(status=499)  # nobody is listening; the status is for the access log
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    events = generation.events(first, include_usage, ping_s, client_gone_probe(request.environ))
+    events = generation.events(first, include_usage, ping_s)
     return Response(events, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 

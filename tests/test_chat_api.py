@@ -1,0 +1,97 @@
+"""The chat routes through Flask's test client, with the echo backend."""
+
+import json
+
+import pytest
+
+from tests.test_chat import parse
+
+HELLO = {"messages": [{"role": "user", "content": "hello world"}]}
+
+
+@pytest.mark.parametrize(
+    "path, body, streams",
+    [
+        ("/api/kernel2/chat", HELLO, True),
+        ("/api/kernel2/chat", {**HELLO, "stream": False}, False),
+        ("/v1/chat/completions", HELLO, False),
+        ("/v1/chat/completions", {**HELLO, "stream": True}, True),
+    ],
+)
+def test_stream_defaults_per_route(client, path, body, streams):
+    response = client.post(path, json=body)
+    assert response.status_code == 200
+    if streams:
+        assert response.mimetype == "text/event-stream"
+        assert response.headers["X-Accel-Buffering"] == "no"
+        assert "Connection" not in response.headers
+        events = parse(response.get_data())
+        assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[1:-2]) == "hello world"
+    else:
+        assert response.mimetype == "application/json"
+        assert response.get_json()["choices"][0]["message"]["content"] == "hello world"
+        assert response.get_json()["model"] == "echo"
+
+
+def test_body_without_json_content_type_is_accepted(client):
+    response = client.post("/api/kernel2/chat", data=json.dumps({**HELLO, "stream": False}))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, code, words",
+    [
+        ("post", "/api/kernel2/chat", {"data": "{"}, 400, "invalid_json", "not valid JSON"),
+        ("post", "/api/kernel2/chat", {"data": b"\xff\xfe"}, 400, "invalid_json", "not valid JSON"),
+        ("post", "/api/kernel2/chat", {"data": "  "}, 400, "invalid_json", "empty"),
+        ("post", "/api/kernel2/chat", {"json": {"messages": [{"role": "x", "content": "y"}]}}, 400, "invalid_request", "messages[0].role"),
+        ("get", "/api/kernel2/chat", {}, 405, "method_not_allowed", "use POST"),
+        ("delete", "/v1/models", {}, 405, "method_not_allowed", "use GET"),
+        ("get", "/v2/nothing", {}, 404, "not_found", "GET /v2/nothing does not exist"),
+        ("post", "/api/kernel2/chat", {"data": "x" * (10 * 1024 * 1024 + 1)}, 413, "payload_too_large", "10485760 bytes"),
+    ],
+)
+def test_errors_use_the_envelope(client, method, path, kwargs, status, code, words):
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    body = response.get_json()
+    assert set(body) == {"success", "message", "code", "error"}
+    assert (body["success"], body["code"]) == (False, status)
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == code
+    assert words in body["message"]
+
+
+def test_internal_errors_say_nothing_of_internals(app, client, monkeypatch):
+    def broken(body):
+        raise RuntimeError("password=hunter2")
+
+    monkeypatch.setattr("kernel.chat.build_request", broken)
+    response = client.post("/api/kernel2/chat", json=HELLO)
+    assert response.status_code == 500
+    assert "hunter2" not in response.get_data(as_text=True)
+    assert response.get_json()["error"] == {
+        "message": "Internal server error; the server log has the details.",
+        "type": "server_error",
+        "param": None,
+        "code": "internal_error",
+    }
+
+
+@pytest.mark.parametrize(
+    "incoming, kept",
+    [("abc-123", True), ("", False), ("x" * 200, False), ("bad\u0001id", False)],
+)
+def test_request_id(client, incoming, kept):
+    response = client.get("/healthz", headers={"X-Request-ID": incoming} if incoming else {})
+    request_id = response.headers["X-Request-ID"]
+    assert (request_id == incoming) is kept
+    if not kept:
+        assert request_id.startswith("req_")
+
+
+def test_models(client):
+    assert client.get("/v1/models").get_json() == {
+        "object": "list",
+        "data": [{"id": "echo", "object": "model", "created": 0, "owned_by": "kernel-chat"}],
+    }
