@@ -235,6 +235,11 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
 
+    def get_request(self):
+        conn, address = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as real SSE servers do
+        return conn, address
+
 
 class Upstream:
     """The upstream server, run in a thread of this process."""

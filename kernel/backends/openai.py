@@ -7,6 +7,7 @@ upstream event is parsed once. One pooled :class:`requests.Session` per backend,
 
 import json
 import logging
+import os
 
 import requests
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
@@ -41,6 +42,10 @@ class OpenAIBackend(Backend):
         timeout = config["KERNEL_UPSTREAM_TIMEOUT_S"]
         self.timeout = (min(10.0, timeout), timeout)
         self.session = requests.Session()
+        # Proxy and CA settings from the environment are read once here, not on every request.
+        self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.session.trust_env = False
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=1024, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -116,6 +121,7 @@ class OpenAIBackend(Backend):
             if response.status_code != 200:
                 raise _error_from(response)
             yield from self._events(response, result)
+            _release(response)
         finally:
             response.close()
 
@@ -174,6 +180,22 @@ def _data_lines(raw, read_timeout):
                 yield line[5:].strip()
     if pending.startswith(b"data:"):
         yield pending[5:].strip()
+
+
+def _release(response):
+    """After ``[DONE]``: read what is left (the chunked terminator) so the connection returns to the pool.
+
+    Closing a response with unread bytes would close its connection instead, and the next request
+    would pay for a new one.
+    """
+    raw = response.raw
+    for _ in range(4):
+        try:
+            if not raw.read1(READ_SIZE):
+                break
+        except (ProtocolError, ReadTimeoutError, OSError):
+            return
+    raw.release_conn()
 
 
 def _error_from(response):

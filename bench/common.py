@@ -1,0 +1,118 @@
+"""Helpers shared by the benchmarks: processes to start, a streaming HTTP client, statistics."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_CONTENT = re.compile(rb'"content":"[^"]')
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def start(args, env=None, port=None):
+    """Start a process of this repository, quietly; wait for ``port`` if given."""
+    process = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    if port:
+        wait_for_port(port)
+    return process
+
+
+def stop(process):
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def start_gunicorn(env):
+    """Kernel Chat under gunicorn with one gevent worker; returns (process, base URL)."""
+    port = free_port()
+    env = {"KERNEL_BIND": f"127.0.0.1:{port}", "KERNEL_WORKERS": "1", "KERNEL_LOG_LEVEL": "warning", **env}
+    process = start([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], env, port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def worker_pids(master_pid):
+    path = Path(f"/proc/{master_pid}/task/{master_pid}/children")
+    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stream(url, path, body, timeout=60):
+    """POST ``body`` and read the SSE answer as it arrives.
+
+    Returns (seconds to the first content delta, seconds to the end, raw bytes).
+    """
+    host, port = url.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    payload = json.dumps(body)
+    started = time.perf_counter()
+    conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise RuntimeError(f"{path} answered {response.status}: {response.read()[:200]!r}")
+    first = None
+    received = []
+    while block := response.read1(65536):
+        received.append(block)
+        if first is None and FIRST_CONTENT.search(block):
+            first = time.perf_counter() - started
+    total = time.perf_counter() - started
+    conn.close()
+    return first, total, b"".join(received)
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values):
+    return {"median": percentile(values, 0.5), "p99": percentile(values, 0.99)}
