@@ -13,7 +13,8 @@ import uuid
 
 from . import __version__, sse
 from .backends.base import BackendError, ChatRequest, Result
-from .errors import error_body, from_exception
+from .errors import ApiError, error_body, from_exception
+from .store import NotFound, knowledge, roles
 from .relay import Relay
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,55 @@ def build_request(body):
         seed=body.get("seed"),
         user=body.get("user"),
     )
+
+
+REFERENCE_OPEN = "<reference_knowledge>"
+REFERENCE_CLOSE = "</reference_knowledge>"
+REFERENCE_INTRO = (
+    "Excerpts from the owner's documents that may help with the latest question. Use them when they "
+    "are relevant, and say so when they do not answer it."
+)
+
+
+def reference_section(passages):
+    """The retrieved passages as one clearly delimited block, each under its document's title."""
+    if not passages:
+        return ""
+    blocks = [f'[{i}] From "{p.title}":\n{p.content}' for i, p in enumerate(passages, start=1)]
+    return "\n\n".join([REFERENCE_OPEN, REFERENCE_INTRO, *blocks, REFERENCE_CLOSE])
+
+
+def compose(messages, metadata, get_db, top_k):
+    """Apply ``metadata.role_id`` and ``metadata.enable_l0_retrieval`` to the messages.
+
+    A role's system prompt replaces the client's system message(s); retrieved knowledge is appended to
+    the system message. Either way the result has one system message, first. ``get_db`` opens the
+    store only when it is needed.
+    """
+    role = None
+    if metadata.get("role_id"):
+        try:
+            role = roles.get(get_db(), metadata["role_id"])
+        except NotFound:
+            raise ApiError(
+                404, f"No role with id {metadata['role_id']!r}", code="role_not_found", param="metadata.role_id"
+            ) from None
+    retrieval = metadata.get("enable_l0_retrieval")
+    if retrieval is None:
+        retrieval = bool(role and role["enable_l0_retrieval"])
+    section = ""
+    if retrieval:
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        section = reference_section(knowledge.search(get_db(), question, top_k))
+    if role is None and not section:
+        return messages
+    if role is not None:
+        system = role["system_prompt"]
+    else:
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
+    if section:
+        system = f"{system}\n\n{section}" if system else section
+    return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
 
 
 def fingerprint(backend):

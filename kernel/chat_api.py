@@ -5,14 +5,13 @@ kernel2 endpoint as its documentation says, false on ``/v1/chat/completions`` as
 so the official SDKs work unchanged with ``base_url="http://host:8002/v1"``.
 """
 
-import json
 import select
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import chat
-from .errors import ApiError
-from .schema import validate
+from .db import get_db
+from .schema import validated_body
 
 bp = Blueprint("chat", __name__)
 
@@ -21,17 +20,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def backend():
     return current_app.extensions["kernel.backend"]
-
-
-def json_body():
-    """The request body parsed as JSON, or a 400 that says why not."""
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        raise ApiError(400, "Request body is empty; send a JSON object", code="invalid_json")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
 def client_gone_probe(environ):
@@ -51,10 +39,13 @@ def client_gone_probe(environ):
 
 
 def handle_chat(stream_default):
-    body = json_body()
-    validate("chat_request", body)
+    body = validated_body("chat_request")
     stream = body.get("stream", stream_default)
-    generation = chat.Generation(backend(), chat.build_request(body), client_gone_probe(request.environ))
+    chat_request = chat.build_request(body)
+    chat_request.messages = chat.compose(
+        chat_request.messages, body.get("metadata") or {}, get_db, current_app.config["KERNEL_L0_TOP_K"]
+    )
+    generation = chat.Generation(backend(), chat_request, client_gone_probe(request.environ))
     ping_s = current_app.config["KERNEL_SSE_PING_S"]
     try:
         first = generation.first(timeout=ping_s if stream else None)

@@ -35,6 +35,9 @@ SETTINGS = {
     "KERNEL_SSE_PING_S": (15.0, _positive_float),
     "KERNEL_MAX_BODY_BYTES": (10 * 1024 * 1024, _positive_int),
     "KERNEL_DATA_DIR": ("./data", _text),
+    "KERNEL_ADMIN_KEY": ("", _text),
+    "KERNEL_L0_CHUNK_CHARS": (1000, _positive_int),
+    "KERNEL_L0_TOP_K": (3, _positive_int),
 }
 
 

@@ -10,6 +10,7 @@ import logging
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
+from . import store
 from .backends.base import BackendError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ HTTP_CODES = {
     422: "unprocessable_entity",
     429: "rate_limited",
 }
+
+
+STORE_STATUS = {store.NotFound: 404, store.Conflict: 409, store.Invalid: 400, store.Busy: 503}
 
 
 class ApiError(Exception):
@@ -85,6 +89,11 @@ def from_exception(exc):
     if isinstance(exc, BackendError):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         return exc.status, exc.message, exc.code, None, headers
+    if isinstance(exc, store.StoreError):
+        status, headers = STORE_STATUS.get(type(exc), 500), {}
+        if isinstance(exc, store.Busy):
+            headers = {"Retry-After": "1"}
+        return status, str(exc), HTTP_CODES.get(status, "busy"), None, headers
     if isinstance(exc, HTTPException):
         headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
         return exc.code, exc.description, HTTP_CODES.get(exc.code), None, headers
@@ -110,7 +119,7 @@ def _handle(exc):
         message = _describe_http(exc, message)
     if status >= 500 and not isinstance(exc, (BackendError, HTTPException)):
         log.exception("unhandled error")
-    elif isinstance(exc, BackendError):
+    elif isinstance(exc, (BackendError, store.Busy)):
         log.warning("backend error (%s): %s", status, message)
     return error_response(status, message, code, param, headers)
 
@@ -118,5 +127,6 @@ def _handle(exc):
 def init_app(app):
     app.register_error_handler(ApiError, _handle)
     app.register_error_handler(BackendError, _handle)
+    app.register_error_handler(store.StoreError, _handle)
     app.register_error_handler(HTTPException, _handle)
     app.register_error_handler(Exception, _handle)

@@ -5,7 +5,8 @@ import uuid
 
 from flask import Flask, g, request
 
-from . import backends, chat_api, config as settings, errors, health
+from . import auth, backends, chat_api, cli, db, documents_api, errors, health, roles_api
+from . import config as settings
 
 log = logging.getLogger("kernel")
 
@@ -48,6 +49,11 @@ def create_app(config=None):
 
     errors.init_app(app)
     _request_ids(app)
+    db.init_app(app)
+    auth.init_app(app)
     chat_api.init_app(app)
+    roles_api.init_app(app)
+    documents_api.init_app(app)
     health.init_app(app)
+    cli.init_app(app)
     return app

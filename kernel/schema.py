@@ -4,6 +4,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from flask import request
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
@@ -69,3 +70,21 @@ def validate(name, instance):
     if len(message) > 300:
         message = message[:297] + "..."
     raise ApiError(400, f"{path}: {message}" if path else message, code="invalid_request", param=path or None)
+
+
+def json_body():
+    """The request body parsed as JSON, or a 400 that says why not."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise ApiError(400, "Request body is empty; send a JSON object", code="invalid_json")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def validated_body(name):
+    """The JSON body, checked against ``schemas/<name>.json``."""
+    body = json_body()
+    validate(name, body)
+    return body
