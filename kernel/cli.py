@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from . import auth
 from .db import get_db
@@ -110,6 +110,7 @@ def delete_document(document_id):
 
 
 @click.command("admin-key")
+@with_appcontext
 def admin_key():
     """Say where the admin key is."""
     if current_app.config["KERNEL_ADMIN_KEY"]:

@@ -26,6 +26,12 @@ def client(app):
 
 
 @pytest.fixture
+def admin(app):
+    """Headers carrying the app's admin key."""
+    return {"Authorization": f"Bearer {app.extensions['kernel.admin_key']}"}
+
+
+@pytest.fixture
 def runner(app):
     return app.test_cli_runner()
 

@@ -177,3 +177,97 @@ def test_the_sse_constants_end_the_stream():
     generation = echo_generation()
     body = b"".join(generation.events(generation.first(1), include_usage=False, ping_s=1))
     assert body.endswith(sse.DONE)
+
+
+# -- roles and knowledge in the prompt ---------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path):
+    from kernel import store
+
+    conn = store.connect(str(tmp_path / "k.db"))
+    store.migrate(conn)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def alice(db):
+    from kernel.store import knowledge, roles
+
+    knowledge.add(db, "Garden diary", "The tomatoes in the north bed were planted on 3 May.")
+    knowledge.add(db, "Recipes", "Bake the bread at 220 degrees for 30 minutes.")
+    return roles.create(db, "Alice", "You are Alice.")
+
+
+CLIENT = [
+    {"role": "system", "content": "Client system."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello"},
+    {"role": "user", "content": "When were the tomatoes planted?"},
+]
+
+
+def compose(db, metadata, messages=CLIENT):
+    return chat.compose([dict(m) for m in messages], metadata, lambda: db, 3)
+
+
+def test_no_metadata_leaves_messages_alone_and_opens_no_database():
+    def no_db():
+        raise AssertionError("the store was opened")
+
+    assert chat.compose(list(CLIENT), {}, no_db, 3) == CLIENT
+    assert chat.compose(list(CLIENT), {"enable_l0_retrieval": False}, no_db, 3) == CLIENT
+
+
+def test_role_replaces_the_client_system_message(db, alice):
+    messages = compose(db, {"role_id": alice["role_id"]})
+    assert messages == [{"role": "system", "content": "You are Alice."}] + CLIENT[1:]
+
+
+def test_retrieval_adds_a_reference_section_to_the_system_message(db, alice):
+    messages = compose(db, {"enable_l0_retrieval": True})
+    system = messages[0]["content"]
+    assert [m["role"] for m in messages].count("system") == 1
+    assert system.startswith("Client system.\n\n<reference_knowledge>\n")
+    assert '[1] From "Garden diary":\nThe tomatoes in the north bed were planted on 3 May.' in system
+    assert system.endswith("</reference_knowledge>")
+    assert "bread" not in system
+    assert messages[1:] == CLIENT[1:]
+
+
+def test_role_and_retrieval_together(db, alice):
+    messages = compose(db, {"role_id": alice["role_id"], "enable_l0_retrieval": True})
+    assert messages[0]["content"].startswith("You are Alice.\n\n<reference_knowledge>")
+    assert "Client system." not in messages[0]["content"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+
+
+def test_roles_default_retrieval_applies_unless_the_request_says_otherwise(db, alice):
+    from kernel.store import roles
+
+    roles.update(db, alice["role_id"], enable_l0_retrieval=True)
+    assert "<reference_knowledge>" in compose(db, {"role_id": alice["role_id"]})[0]["content"]
+    explicit_off = compose(db, {"role_id": alice["role_id"], "enable_l0_retrieval": False})
+    assert explicit_off[0]["content"] == "You are Alice."
+
+
+def test_nothing_relevant_means_no_section(db, alice):
+    messages = compose(db, {"enable_l0_retrieval": True}, CLIENT[:3] + [{"role": "user", "content": "🙂 ok?"}])
+    assert messages == CLIENT[:3] + [{"role": "user", "content": "🙂 ok?"}]
+
+
+def test_retrieval_without_a_client_system_message(db, alice):
+    messages = compose(db, {"enable_l0_retrieval": True}, CLIENT[1:])
+    assert messages[0]["role"] == "system" and messages[0]["content"].startswith("<reference_knowledge>")
+    assert messages[1:] == CLIENT[1:]
+
+
+@pytest.mark.parametrize("role_id", ["nope", "00000000-0000-4000-8000-000000000000"])
+def test_unknown_role_is_a_404_naming_the_field(db, role_id):
+    from kernel.errors import ApiError
+
+    with pytest.raises(ApiError) as info:
+        compose(db, {"role_id": role_id})
+    assert (info.value.status, info.value.param, info.value.code) == (404, "metadata.role_id", "role_not_found")

@@ -35,7 +35,6 @@ MIGRATIONS = [
         content TEXT NOT NULL,
         created_at TEXT NOT NULL
     );
-    CREATE INDEX documents_created ON documents (created_at, document_id);
     CREATE TABLE chunks (
         chunk_id INTEGER PRIMARY KEY,
         document_id TEXT NOT NULL REFERENCES documents (document_id) ON DELETE CASCADE,

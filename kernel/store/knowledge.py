@@ -66,13 +66,14 @@ def _pieces(text, size):
 
 
 def units(text, size):
-    """Paragraphs that fit in ``size``; longer ones as sentences; longer sentences cut at spaces."""
+    """The sentences of each paragraph (the first marked as starting one); over-long ones cut at spaces.
+
+    Chunks are packed from these, so every cut falls at the end of a sentence or a paragraph, and the
+    overlap is made of whole sentences.
+    """
     for paragraph in _PARAGRAPH_BREAK.split(text):
         paragraph = paragraph.strip()
         if not paragraph:
-            continue
-        if len(paragraph) <= size:
-            yield Unit(paragraph, "\n\n")
             continue
         separator = "\n\n"
         for sentence in _SENTENCE_END.split(paragraph):
@@ -93,17 +94,17 @@ def chunk_text(text, size=1000, overlap=None):
     for unit in units(text, size):
         if current and length + len(unit.separator) + len(unit.text) > size:
             chunks.append(joined(current))
-            carried, carried_length = [], 0
+            carried = []
             for previous in reversed(current):
-                if carried_length + len(previous.text) + 1 > overlap:
+                if len(joined([previous, *carried])) > overlap:
                     break
                 carried.insert(0, previous)
-                carried_length += len(previous.text) + 1
-            if carried_length + len(unit.separator) + len(unit.text) > size:
-                carried, carried_length = [], 0
-            current, length = carried, len(joined(carried))
+            length = len(joined(carried))
+            if carried and length + len(unit.separator) + len(unit.text) > size:
+                carried, length = [], 0
+            current = carried
+        length += (len(unit.separator) if current else 0) + len(unit.text)
         current.append(unit)
-        length += (len(unit.separator) if len(current) > 1 else 0) + len(unit.text)
     if current:
         chunks.append(joined(current))
     return chunks
@@ -158,9 +159,9 @@ def get(conn, document_id, with_content=True):
 
 
 def page(conn, limit, offset):
-    """One page of documents, oldest first, and the total count."""
+    """One page of documents, in the order they were added, and the total count."""
     rows = conn.execute(
-        f"SELECT {_SUMMARY} FROM documents ORDER BY created_at, document_id LIMIT ? OFFSET ?", (limit, offset)
+        f"SELECT {_SUMMARY} FROM documents ORDER BY rowid LIMIT ? OFFSET ?", (limit, offset)
     )
     total = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
     return [dict(r) for r in rows], total

@@ -46,7 +46,7 @@ def get(conn, role_id):
 
 
 def list_all(conn):
-    return [_row(r) for r in conn.execute("SELECT * FROM roles ORDER BY created_at, role_id")]
+    return [_row(r) for r in conn.execute("SELECT * FROM roles ORDER BY rowid")]
 
 
 def update(conn, role_id, **changes):
