@@ -28,6 +28,7 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.relay
+	$(BIN)/python -m bench.knowledge
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

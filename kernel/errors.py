@@ -6,6 +6,7 @@ the documented three fields, plus the OpenAI error object so SDKs raise the righ
 """
 
 import logging
+import sqlite3
 
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
@@ -94,6 +95,8 @@ def from_exception(exc):
         if isinstance(exc, store.Busy):
             headers = {"Retry-After": "1"}
         return status, str(exc), HTTP_CODES.get(status, "busy"), None, headers
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return 503, "The database is busy; try again", "busy", None, {"Retry-After": "1"}
     if isinstance(exc, HTTPException):
         headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
         return exc.code, exc.description, HTTP_CODES.get(exc.code), None, headers

@@ -96,3 +96,32 @@ def test_unknown_role_is_404(client, admin, role_id):
     response = client.get(f"{ROLES}/{role_id}", headers=admin)
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_a_locked_database_is_503_with_retry_after(app, client, admin, monkeypatch):
+    import sqlite3
+
+    def locked(conn):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr("kernel.store.roles.list_all", locked)
+    response = client.get(ROLES, headers=admin)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.get_json()["message"] == "The database is busy; try again"
+
+
+def test_a_writer_that_waits_too_long_is_503(app, client, admin, monkeypatch):
+    from kernel import store
+
+    holder = store.connect(app.extensions["kernel.db_path"])
+    holder.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 50)
+    try:
+        response = client.post(ROLES, json=ALICE, headers=admin)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert client.post(ROLES, json=ALICE, headers=admin).status_code == 201
