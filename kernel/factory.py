@@ -45,7 +45,11 @@ def create_app(config=None):
     app.json.ensure_ascii = False
     _setup_logging(app)
 
-    app.extensions["kernel.backend"] = backends.load(app.config)
+    try:
+        app.extensions["kernel.backend"] = backends.load(app.config)
+    except backends.BackendNotFound as exc:
+        log.critical("%s", exc)  # one clear line in the server log, above gunicorn's traceback
+        raise
 
     errors.init_app(app)
     _request_ids(app)

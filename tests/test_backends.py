@@ -49,7 +49,6 @@ def test_builtins_are_registered_as_entry_points():
         ({"KERNEL_BACKEND": "echo"}, EchoBackend),
         ({"KERNEL_BACKEND": "openai", "KERNEL_UPSTREAM_URL": "http://127.0.0.1:9/v1"}, OpenAIBackend),
         ({"KERNEL_BACKEND": "auto", "KERNEL_UPSTREAM_URL": "http://127.0.0.1:9/v1"}, OpenAIBackend),
-        ({"KERNEL_BACKEND": "auto"}, EchoBackend),
         ({"KERNEL_BACKEND": "tests.test_backends:Custom"}, Custom),
     ],
 )
@@ -57,9 +56,28 @@ def test_load(settings, expected):
     assert type(backends.load(config(**settings))) is expected
 
 
+def test_auto_without_an_upstream_runs_the_local_model():
+    from kernel.backends.local import LocalBackend
+
+    assert type(backends.load(config(KERNEL_BACKEND="auto"))) is LocalBackend
+
+
+def test_auto_with_nothing_installed_refuses_naming_both_fixes(monkeypatch):
+    monkeypatch.setattr("kernel.backends.local.available", lambda config: False)
+    with pytest.raises(BackendNotFound) as info:
+        backends.load(config(KERNEL_BACKEND="auto"))
+    assert "KERNEL_UPSTREAM_URL" in str(info.value) and "requirements-local.txt" in str(info.value)
+
+
+def test_echo_is_never_chosen_by_auto(monkeypatch):
+    monkeypatch.setattr("kernel.backends.local.available", lambda config: False)
+    with pytest.raises(BackendNotFound):
+        backends.resolve_name(config(KERNEL_BACKEND="auto"))
+
+
 @pytest.mark.parametrize("name", ["nope", "tests.test_backends:Missing", "no.such.module:factory"])
 def test_load_unknown_names_what_is_available(name):
-    with pytest.raises(BackendNotFound, match="echo, openai" if ":" not in name else "cannot load"):
+    with pytest.raises(BackendNotFound, match="echo, local, openai" if ":" not in name else "cannot load"):
         backends.load(config(KERNEL_BACKEND=name))
 
 

