@@ -1,5 +1,6 @@
 """Command line, through Flask's CLI: ``flask --app app roles|documents|admin-key ...``."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -10,6 +11,15 @@ from . import auth
 from .db import get_db
 from .documents_api import TEXT_SUFFIXES
 from .store import StoreError, knowledge, roles
+
+@contextmanager
+def store_errors_as_messages():
+    """A store error ends the command with its message (exit 1), not a traceback."""
+    try:
+        yield
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
 
 roles_cli = AppGroup("roles", help="Create, list and delete roles (stored personas).")
 documents_cli = AppGroup("documents", help="Add documents to the L0 knowledge, list and delete them.")
@@ -29,10 +39,8 @@ def create_role(name, system_prompt, description, enable_l0_retrieval):
     problems = [e.message for e in validator("role_create").iter_errors(fields)]
     if problems:
         raise click.UsageError("; ".join(problems))
-    try:
+    with store_errors_as_messages():
         role = roles.create(get_db(), **fields)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(role["role_id"])
 
 
@@ -47,10 +55,8 @@ def list_roles():
 @click.argument("role_id")
 def delete_role(role_id):
     """Delete a role by id."""
-    try:
+    with store_errors_as_messages():
         roles.delete(get_db(), role_id)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"deleted {role_id}")
 
 
@@ -102,10 +108,8 @@ def list_documents(limit, offset):
 @click.argument("document_id")
 def delete_document(document_id):
     """Delete a document and its chunks."""
-    try:
+    with store_errors_as_messages():
         knowledge.delete(get_db(), document_id)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"deleted {document_id}")
 
 
