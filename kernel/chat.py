@@ -1,8 +1,8 @@
 """The chat pipeline: a validated request body in, SSE bytes or a ``chat.completion`` object out.
 
-Knows the OpenAI wire format and the backend contract; knows nothing of Flask. The blueprint hands it
-the parsed body, the backend and two callables from the HTTP side (how long to wait between pings,
-whether the client is still there).
+Knows the OpenAI wire format, the backend contract and the store; never touches the HTTP request. The
+blueprint hands it the validated body, the backend, a way to open the store, and a callable that says
+whether the client is still connected.
 """
 
 import hashlib
@@ -14,8 +14,8 @@ import uuid
 from . import __version__, sse
 from .backends.base import BackendError, ChatRequest, Result
 from .errors import ApiError, error_body, from_exception
-from .store import NotFound, knowledge, roles
 from .relay import Relay
+from .store import NotFound, knowledge, roles
 
 log = logging.getLogger(__name__)
 

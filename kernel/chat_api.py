@@ -6,6 +6,7 @@ so the official SDKs work unchanged with ``base_url="http://host:8002/v1"``.
 """
 
 import select
+import socket
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -31,7 +32,7 @@ def client_gone_probe(environ):
     def client_gone():
         try:
             readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, 2) == b""  # 2 = MSG_PEEK: look, don't consume
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""  # look, don't consume
         except OSError:
             return True
 
