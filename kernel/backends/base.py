@@ -5,7 +5,9 @@ the end (why generation stopped, how many tokens it used) goes out of band, on t
 caller passes in, in the spirit of simonw/llm's ``response.set_usage()``. Backends know nothing of Flask
 or of the HTTP request that reached us; they report trouble by raising a :class:`BackendError`.
 
-Capabilities are class attributes; a backend is built by a factory called with the app's config dict.
+A backend is built by a factory (usually its class) called with the app's config dict, once per worker
+process. ``generate`` runs in a greenlet of its own: a backend that calls blocking C code must hand
+that work to a real thread (see :mod:`kernel.backends.local`) so the worker keeps serving.
 """
 
 from dataclasses import dataclass, field
@@ -52,8 +54,6 @@ class Backend:
     """Base class for backends. Subclasses set ``name`` and implement :meth:`generate`."""
 
     name = "backend"
-    #: True when generation blocks in C code and must run in a real thread, not on the gevent hub.
-    blocking = False
 
     def __init__(self, config):
         self.config = config

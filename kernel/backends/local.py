@@ -51,7 +51,6 @@ def available(config):
 
 class LocalBackend(Backend):
     name = "local"
-    blocking = True
 
     def __init__(self, config):
         super().__init__(config)
