@@ -109,6 +109,30 @@ def concurrent(upstream, kernel, worker, streams, deltas):
           f"worker CPU for the relayed batch: {r[4]:.2f} s")
 
 
+def throughput(upstream, kernel, connections, seconds):
+    """Requests per second with ``connections`` clients asking back to back for short answers."""
+    import time
+
+    rates = {}
+    for name, (url, path) in {"direct": (upstream, DIRECT_PATH), "relayed": (kernel, KERNEL_PATH)}.items():
+        deadline = time.perf_counter() + seconds
+        counts = []
+
+        def client():
+            done = 0
+            while time.perf_counter() < deadline:
+                stream(url, path, body("echo"))
+                done += 1
+            counts.append(done)
+
+        started = time.perf_counter()
+        gevent.joinall([gevent.spawn(client) for _ in range(connections)])
+        rates[name] = sum(counts) / (time.perf_counter() - started)
+    print(f"\n{connections} connections asking back to back for {seconds} s (10-word streamed answers)")
+    print(f"direct : {rates['direct']:8.0f} requests/s")
+    print(f"relayed: {rates['relayed']:8.0f} requests/s (ratio {rates['relayed'] / rates['direct']:.2f})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
@@ -127,6 +151,7 @@ def main():
         added = sequential(upstream, kernel, count)
         rate = long_stream(upstream, kernel, worker, chunks)
         concurrent(upstream, kernel, worker, streams, 50)
+        throughput(upstream, kernel, 50, 3 if args.quick else 10)
         print(f"\nworker resident memory after the run: {rss_mib(worker):.1f} MiB")
         print(f"\ntargets: added median first delta < 2 ms: {'met' if added < 0.002 else 'NOT met'} "
               f"({added * 1000:.2f} ms); relay >= 10,000 chunks/s per worker CPU-second: "
