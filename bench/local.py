@@ -12,6 +12,7 @@ Run with ``python -m bench.local``.
 """
 
 import json
+import tempfile
 import threading
 import time
 
@@ -41,7 +42,8 @@ def health_latencies(url, seconds, stop_event=None):
 
 
 def main():
-    process, url = start_gunicorn({"KERNEL_DATA_DIR": "/tmp/kernel-bench-local"})
+    data_dir = tempfile.TemporaryDirectory()
+    process, url = start_gunicorn({"KERNEL_DATA_DIR": data_dir.name})
     try:
         (worker,) = worker_pids(process.pid)
         model = requests.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]  # the worker has booted
@@ -91,6 +93,7 @@ def main():
               f"(max {max(busy) * 1000:.1f} ms)")
     finally:
         stop(process)
+        data_dir.cleanup()
 
 
 if __name__ == "__main__":

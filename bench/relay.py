@@ -16,6 +16,8 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
@@ -89,9 +91,6 @@ def concurrent(upstream, kernel, worker, streams, deltas):
     for name, (url, path) in {"direct": (upstream, DIRECT_PATH), "relayed": (kernel, KERNEL_PATH)}.items():
         pool = Pool(streams)
         cpu_before = cpu_seconds(worker)
-        started = gevent.time.perf_counter() if hasattr(gevent, "time") else None
-        import time
-
         started = time.perf_counter()
         outcomes = pool.map(lambda _: stream(url, path, body(model)), range(streams))
         wall = time.perf_counter() - started
@@ -111,8 +110,6 @@ def concurrent(upstream, kernel, worker, streams, deltas):
 
 def throughput(upstream, kernel, connections, seconds):
     """Requests per second with ``connections`` clients asking back to back for short answers."""
-    import time
-
     rates = {}
     for name, (url, path) in {"direct": (upstream, DIRECT_PATH), "relayed": (kernel, KERNEL_PATH)}.items():
         deadline = time.perf_counter() + seconds
@@ -142,8 +139,9 @@ def main():
     port = free_port()
     upstream_process = start([sys.executable, "-m", "tests.upstream", str(port)], port=port)
     upstream = f"http://127.0.0.1:{port}"
+    data_dir = tempfile.TemporaryDirectory()
     kernel_process, kernel = start_gunicorn(
-        {"KERNEL_BACKEND": "openai", "KERNEL_UPSTREAM_URL": upstream + "/v1", "KERNEL_DATA_DIR": "/tmp/kernel-bench"}
+        {"KERNEL_BACKEND": "openai", "KERNEL_UPSTREAM_URL": upstream + "/v1", "KERNEL_DATA_DIR": data_dir.name}
     )
     try:
         (worker,) = worker_pids(kernel_process.pid)
@@ -159,6 +157,7 @@ def main():
     finally:
         stop(kernel_process)
         stop(upstream_process)
+        data_dir.cleanup()
 
 
 if __name__ == "__main__":
