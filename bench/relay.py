@@ -91,21 +91,19 @@ def concurrent(upstream, kernel, worker, streams, deltas):
     for name, (url, path) in {"direct": (upstream, DIRECT_PATH), "relayed": (kernel, KERNEL_PATH)}.items():
         pool = Pool(streams)
         cpu_before = cpu_seconds(worker)
-        started = time.perf_counter()
         outcomes = pool.map(lambda _: stream(url, path, body(model)), range(streams))
-        wall = time.perf_counter() - started
         cpu = cpu_seconds(worker) - cpu_before
         complete = sum(raw.endswith(b"data: [DONE]\n\n") for _, _, raw in outcomes)
-        results[name] = (summary([o[0] for o in outcomes]), summary([o[1] for o in outcomes]), wall, complete, cpu)
+        results[name] = (summary([o[0] for o in outcomes]), summary([o[1] for o in outcomes]), complete, cpu)
     print(f"\n{streams} concurrent streams of {deltas} deltas, 5 ms apart")
     print(f"{'':10}{'first delta p50':>18}{'p99':>12}{'whole p50':>14}{'p99':>12}{'complete':>10}")
-    for name, (first, total, wall, complete, _) in results.items():
+    for name, (first, total, complete, _) in results.items():
         print(f"{name:10}{ms(first['median']):>18}{ms(first['p99']):>12}{ms(total['median']):>14}"
               f"{ms(total['p99']):>12}{complete:>10}")
     d, r = results["direct"], results["relayed"]
     print(f"added first delta (median): {(r[0]['median'] - d[0]['median']) * 1000:.2f} ms; "
           f"whole stream ratio relayed/direct (median): {r[1]['median'] / d[1]['median']:.2f}; "
-          f"worker CPU for the relayed batch: {r[4]:.2f} s")
+          f"worker CPU for the relayed batch: {r[3]:.2f} s")
 
 
 def throughput(upstream, kernel, connections, seconds):

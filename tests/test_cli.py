@@ -1,4 +1,4 @@
-from kernel.store import knowledge, roles
+from kernel.store import knowledge
 
 
 def test_roles_create_list_delete(app, runner):

@@ -3,7 +3,6 @@
 import http.client
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -325,7 +324,7 @@ def test_200_concurrent_streams_through_one_worker(server):
         text = f"stream {i} says hello"
         response = server.post(
             "/api/kernel2/chat",
-            {"messages": [{"role": "user", "content": text}], "model": f"slow:20:0.01"},
+            {"messages": [{"role": "user", "content": text}], "model": "slow:20:0.01"},
             stream=True,
             timeout=60,
         )
