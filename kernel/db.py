@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import gevent
 from flask import current_app, g
 
 from . import store
@@ -12,6 +13,15 @@ def get_db():
     if "db" not in g:
         g.db = store.connect(current_app.extensions["kernel.db_path"])
     return g.db
+
+
+def offload(function, *args, **kwargs):
+    """Run a store call on a real thread and wait for it, so the worker's event loop keeps serving.
+
+    For writes: they may chunk and index megabytes, or wait for another worker's write lock, and
+    SQLite releases the GIL while it works. The connection is used by one thread at a time.
+    """
+    return gevent.get_hub().threadpool.apply(function, args, kwargs)
 
 
 def close_db(exc=None):

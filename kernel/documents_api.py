@@ -10,7 +10,7 @@ from pathlib import PurePath
 from flask import Blueprint, current_app, jsonify, request
 
 from .auth import require_admin
-from .db import get_db
+from .db import get_db, offload
 from .errors import ApiError
 from .schema import validate, validated_body
 from .store import knowledge
@@ -44,8 +44,8 @@ def add_document():
     else:  # JSON, whatever the Content-Type says (curl -d sends form-urlencoded)
         body = validated_body("document_create")
         title, content, source = body["title"], body["content"], body.get("source")
-    document, created = knowledge.add(
-        get_db(), title, content, source, chunk_chars=current_app.config["KERNEL_L0_CHUNK_CHARS"]
+    document, created = offload(
+        knowledge.add, get_db(), title, content, source, chunk_chars=current_app.config["KERNEL_L0_CHUNK_CHARS"]
     )
     return jsonify(document), 201 if created else 200
 
@@ -78,7 +78,7 @@ def get_document(document_id):
 
 @bp.delete("/<document_id>")
 def delete_document(document_id):
-    knowledge.delete(get_db(), document_id)
+    offload(knowledge.delete, get_db(), document_id)
     return "", 204
 
 

@@ -3,7 +3,7 @@
 from flask import Blueprint, jsonify
 
 from .auth import require_admin
-from .db import get_db
+from .db import get_db, offload
 from .schema import validated_body
 from .store import roles
 
@@ -14,7 +14,7 @@ bp.before_request(require_admin)
 @bp.post("")
 def create_role():
     body = validated_body("role_create")
-    return jsonify(roles.create(get_db(), **body)), 201
+    return jsonify(offload(roles.create, get_db(), **body)), 201
 
 
 @bp.get("")
@@ -30,12 +30,12 @@ def get_role(role_id):
 @bp.patch("/<role_id>")
 def update_role(role_id):
     body = validated_body("role_update")
-    return jsonify(roles.update(get_db(), role_id, **body))
+    return jsonify(offload(roles.update, get_db(), role_id, **body))
 
 
 @bp.delete("/<role_id>")
 def delete_role(role_id):
-    roles.delete(get_db(), role_id)
+    offload(roles.delete, get_db(), role_id)
     return "", 204
 
 

@@ -133,3 +133,37 @@ def test_four_workers_writing_at_once_lose_nothing(start_server, tmp_path):
     assert "database is locked" not in server.log() and "Traceback" not in server.log()
     pids = {line.split("[")[2].split("]")[0] for line in server.log().splitlines() if "Booting worker" in line}
     assert len(pids) == 4
+
+
+def test_adding_a_large_document_does_not_stall_the_worker(start_server, tmp_path):
+    """Chunking and indexing run off the event loop: other requests on the same worker keep flowing.
+
+    (Run on the loop, this 7 MB document held every other request of the worker for about 600 ms.)
+    """
+    import random
+    import threading
+    import time
+
+    server = start_server(KERNEL_BACKEND="echo", KERNEL_DATA_DIR=tmp_path, KERNEL_ADMIN_KEY=ADMIN_KEY)
+    rng = random.Random(1)
+    words = [f"word{i}" for i in range(5000)]
+    text = "\n\n".join(" ".join(rng.choice(words) for _ in range(80)) + "." for _ in range(9000))
+    latencies, done = [], threading.Event()
+
+    def probe():
+        session = requests.Session()
+        while not done.is_set():
+            started = time.perf_counter()
+            session.get(server.url + "/healthz", timeout=10)
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.005)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    time.sleep(0.2)
+    response = requests.post(server.url + "/api/kernel2/documents", json={"title": "big", "content": text},
+                             headers=AUTH, timeout=60)
+    done.set()
+    prober.join()
+    assert response.status_code == 201 and response.json()["chunk_count"] == 9000
+    assert max(latencies) < 0.25
