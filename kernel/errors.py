@@ -120,16 +120,13 @@ def _handle(exc):
     status, message, code, param, headers = from_exception(exc)
     if isinstance(exc, HTTPException):
         message = _describe_http(exc, message)
-    if status >= 500 and not isinstance(exc, (BackendError, HTTPException)):
+    if status >= 500 and not isinstance(exc, (BackendError, HTTPException, store.Busy)):
         log.exception("unhandled error")
     elif isinstance(exc, (BackendError, store.Busy)):
-        log.warning("backend error (%s): %s", status, message)
+        log.warning("%s (%s): %s", type(exc).__name__, status, message)
     return error_response(status, message, code, param, headers)
 
 
 def init_app(app):
-    app.register_error_handler(ApiError, _handle)
-    app.register_error_handler(BackendError, _handle)
-    app.register_error_handler(store.StoreError, _handle)
-    app.register_error_handler(HTTPException, _handle)
+    # One handler for everything: Flask finds it along each exception's MRO, HTTP errors included.
     app.register_error_handler(Exception, _handle)
