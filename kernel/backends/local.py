@@ -107,10 +107,8 @@ class LocalBackend(Backend):
     def _generate(self, request, result):
         pool = gevent.get_hub().threadpool
         formatted = self.formatter(messages=request.messages)
-        prompt = pool.apply(
-            self.llm.tokenize, (formatted.prompt.encode("utf-8"),), {"add_bos": not formatted.added_special,
-                                                                     "special": True}
-        )
+        tokenize_options = {"add_bos": not formatted.added_special, "special": True}
+        prompt = pool.apply(self.llm.tokenize, (formatted.prompt.encode("utf-8"),), tokenize_options)
         if len(prompt) >= self.config["KERNEL_LOCAL_CTX"]:
             raise RejectedRequest(
                 f"the conversation is {len(prompt)} tokens long; the local model's context holds "

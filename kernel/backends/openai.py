@@ -114,7 +114,7 @@ class OpenAIBackend(Backend):
         except requests.ConnectTimeout as exc:
             raise BackendUnavailable(f"upstream at {self.base_url} did not accept a connection") from exc
         except requests.Timeout as exc:
-            raise BackendTimeout(f"upstream sent nothing for {self.timeout[1]:g} s") from exc
+            raise _silent(self.timeout[1]) from exc
         except requests.RequestException as exc:
             raise BackendUnavailable(f"upstream at {self.base_url} is unreachable: {_reason(exc)}") from exc
         try:
@@ -168,7 +168,7 @@ def _data_lines(raw, read_timeout):
         try:
             block = raw.read1(READ_SIZE)
         except ReadTimeoutError as exc:
-            raise BackendTimeout(f"upstream sent nothing for {read_timeout:g} s") from exc
+            raise _silent(read_timeout) from exc
         except (ProtocolError, OSError) as exc:
             raise UpstreamError("upstream closed the connection mid-stream") from exc
         if not block:
@@ -180,6 +180,10 @@ def _data_lines(raw, read_timeout):
                 yield line[5:].strip()
     if pending.startswith(b"data:"):
         yield pending[5:].strip()
+
+
+def _silent(seconds):
+    return BackendTimeout(f"upstream sent nothing for {seconds:g} s")
 
 
 def _release(response):
