@@ -47,7 +47,7 @@ def create_app(config=None):
 
     try:
         app.extensions["kernel.backend"] = backends.load(app.config)
-    except backends.BackendNotFound as exc:
+    except (backends.BackendNotFound, backends.BackendBroken) as exc:
         log.critical("%s", exc)  # one clear line in the server log, above gunicorn's traceback
         raise
 

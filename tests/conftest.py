@@ -1,5 +1,7 @@
+import ctypes
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +45,23 @@ def upstream():
     server.stop()
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """``preexec_fn`` for servers the tests start: the kernel kills the child when the test process dies,
+    however it dies (a crash or SIGKILL skips every teardown). gunicorn's workers leave on their own
+    when their master is gone."""
+    os.setsid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(args, **kwargs):
+    """``subprocess.Popen`` for a server the tests start: in its own process group, dying with the tests."""
+    return subprocess.Popen(args, preexec_fn=die_with_parent, **kwargs)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -56,10 +75,11 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.data_dir = Path(env["KERNEL_DATA_DIR"])
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_")}
         full_env.update({"KERNEL_BIND": f"127.0.0.1:{self.port}", **env})
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
             cwd=ROOT,
             env=full_env,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, spawn
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
@@ -31,10 +31,10 @@ def proxied(server, tmp_path_factory):
     site = site.replace("server 127.0.0.1:8002;", f"server 127.0.0.1:{server.port};")
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
     (workdir / "nginx.conf").write_text(
-        f"daemon off;\npid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\nevents {{}}\n"
+        f"daemon off;\nmaster_process off;\npid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\nevents {{}}\n"
         f"http {{\naccess_log off;\n{site}\n}}\n"
     )
-    process = subprocess.Popen([NGINX, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)])
+    process = spawn([NGINX, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

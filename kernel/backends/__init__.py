@@ -1,8 +1,9 @@
 """Backends: what turns a chat request into text. See :mod:`kernel.backends.base` for the contract.
 
 A backend is named in ``KERNEL_BACKEND`` either by its entry point name in the group ``kernel.backends``
-(the built-ins ``echo`` and ``openai`` are registered there exactly as a third-party package registers its
-own) or as ``package.module:factory``. ``auto`` picks ``openai`` when an upstream URL is configured,
+(the built-ins ``echo``, ``openai`` and ``local`` are registered there exactly as a third-party package
+registers its own, and are also known without installed package metadata, so a checkout with only
+``requirements.txt`` installed finds them) or as ``package.module:factory``. ``auto`` picks ``openai`` when an upstream URL is configured,
 else ``local`` when llama-cpp-python and a model are installed; ``echo`` only runs when named.
 """
 
@@ -25,14 +26,25 @@ from .base import (  # noqa: F401  (re-exported: the contract lives here for bac
 GROUP = "kernel.backends"
 log = logging.getLogger(__name__)
 
+# The built-ins, as their entry points in setup.cfg name them.
+BUILTINS = {
+    "echo": "kernel.backends.echo:EchoBackend",
+    "local": "kernel.backends.local:LocalBackend",
+    "openai": "kernel.backends.openai:OpenAIBackend",
+}
+
 
 class BackendNotFound(LookupError):
     """``KERNEL_BACKEND`` names nothing that can be loaded."""
 
 
+class BackendBroken(RuntimeError):
+    """The backend was found but cannot serve on this machine (e.g. the local model does not decode)."""
+
+
 def available():
-    """Names of the backends registered in the entry-point group."""
-    return sorted(ep.name for ep in entry_points(group=GROUP))
+    """Names of the backends that can be named: the built-ins and those registered in the entry-point group."""
+    return sorted(set(BUILTINS) | {ep.name for ep in entry_points(group=GROUP)})
 
 
 NO_BACKEND = (
@@ -66,18 +78,25 @@ def _load_factory(spec):
         except (ImportError, AttributeError) as exc:
             raise BackendNotFound(f"cannot load backend {spec!r}: {exc}") from exc
     matches = entry_points(group=GROUP, name=spec)
-    if not matches:
-        raise BackendNotFound(
-            f"unknown backend {spec!r}; registered backends: {', '.join(available()) or 'none'} "
-            f"(or give one as package.module:factory)"
-        )
-    return next(iter(matches)).load()
+    if matches:
+        return next(iter(matches)).load()
+    if spec in BUILTINS:
+        return _load_factory(BUILTINS[spec])
+    raise BackendNotFound(
+        f"unknown backend {spec!r}; registered backends: {', '.join(available()) or 'none'} "
+        f"(or give one as package.module:factory)"
+    )
 
 
 def load(config):
     """Build the backend the config asks for."""
     name = resolve_name(config)
-    backend = _load_factory(name)(config)
+    try:
+        backend = _load_factory(name)(config)
+    except (BackendNotFound, BackendBroken):
+        raise
+    except (ValueError, RuntimeError, OSError) as exc:  # the backend's own word on why it cannot start
+        raise BackendBroken(f"the {name!r} backend cannot start: {exc}") from exc
     if backend.name == "echo":
         log.warning("using the 'echo' backend: it repeats the last user message, it is not a model")
     else:
