@@ -10,6 +10,13 @@ import socket
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+try:  # the real poll(2), even where gevent has patched the select module
+    from gevent.monkey import get_original
+
+    _poll = get_original("select", "poll")
+except ImportError:  # pragma: no cover - gevent is a dependency
+    _poll = select.poll
+
 from . import chat
 from .db import get_db
 from .schema import validated_body
@@ -24,16 +31,23 @@ def backend():
 
 
 def client_gone_probe(environ):
-    """A callable telling whether the client has closed its connection, where the server exposes it."""
+    """A callable telling whether the client has closed its connection, where the server exposes it.
+
+    ``poll(2)`` with no timeout, not ``select()``: a worker holding thousands of sockets has descriptors
+    above ``FD_SETSIZE`` (1024), which ``select()`` cannot take.
+    """
     sock = environ.get("gunicorn.socket")
     if sock is None:
         return lambda: False
 
     def client_gone():
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""  # look, don't consume
-        except OSError:
+            poller = _poll()
+            poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+            if not poller.poll(0):
+                return False
+            return sock.recv(1, socket.MSG_PEEK) == b""  # readable: end of stream, or pipelined bytes
+        except (OSError, ValueError):
             return True
 
     return client_gone
@@ -41,12 +55,23 @@ def client_gone_probe(environ):
 
 def handle_chat(stream_default):
     body = validated_body("chat_request")
-    stream = body.get("stream", stream_default)
     chat_request = chat.build_request(body)
-    chat_request.messages = chat.compose(
+    composed = chat.compose(
         chat_request.messages, body.get("metadata") or {}, get_db, current_app.config["KERNEL_L0_TOP_K"]
     )
-    generation = chat.Generation(backend(), chat_request, client_gone_probe(request.environ))
+    chat_request.messages = composed.messages
+    return respond(backend(), chat_request, body, stream_default, composed.sources)
+
+
+def respond(chat_backend, chat_request, body, stream_default, sources=()):
+    """Run ``chat_request`` on ``chat_backend`` and answer it: an SSE stream, or one ``chat.completion``.
+
+    ``body`` is the validated request body (for ``stream`` and ``stream_options``); ``sources`` the
+    documents retrieval drew on, named in the first chunk. Shared by every chat route, the registry's
+    included.
+    """
+    stream = body.get("stream", stream_default)
+    generation = chat.Generation(chat_backend, chat_request, client_gone_probe(request.environ), sources)
     ping_s = current_app.config["KERNEL_SSE_PING_S"]
     try:
         first = generation.first(timeout=ping_s if stream else None)

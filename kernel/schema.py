@@ -48,8 +48,8 @@ def _describe(error):
     return error
 
 
-def validate(name, instance):
-    """Raise a 400 :class:`ApiError` naming the offending field if ``instance`` breaks the schema."""
+def validate(name, instance, status=400):
+    """Raise an :class:`ApiError` (400, or ``status``) naming the offending field if ``instance`` breaks the schema."""
     error = best_match(validator(name).iter_errors(instance))
     if error is None:
         return
@@ -69,22 +69,22 @@ def validate(name, instance):
         message = f"content part type {error.instance!r} is not supported; only 'text' parts are accepted"
     if len(message) > 300:
         message = message[:297] + "..."
-    raise ApiError(400, f"{path}: {message}" if path else message, code="invalid_request", param=path or None)
+    raise ApiError(status, f"{path}: {message}" if path else message, code="invalid_request", param=path or None)
 
 
-def json_body():
-    """The request body parsed as JSON, or a 400 that says why not."""
+def json_body(status=400):
+    """The request body parsed as JSON, or a 400 (or ``status``) that says why not."""
     raw = request.get_data(cache=False)
     if not raw.strip():
-        raise ApiError(400, "Request body is empty; send a JSON object", code="invalid_json")
+        raise ApiError(status, "Request body is empty; send a JSON object", code="invalid_json")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise ApiError(status, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
-def validated_body(name):
-    """The JSON body, checked against ``schemas/<name>.json``."""
-    body = json_body()
-    validate(name, body)
+def validated_body(name, status=400):
+    """The JSON body, checked against ``schemas/<name>.json``; errors answer ``status`` (default 400)."""
+    body = json_body(status)
+    validate(name, body, status)
     return body

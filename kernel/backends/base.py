@@ -27,6 +27,8 @@ class ChatRequest:
     frequency_penalty: float = None
     seed: int = None
     user: str = None
+    # Passed on to the backend untouched when set: a registry relays the client's metadata to the instance.
+    metadata: dict = None
 
 
 @dataclass

@@ -2,15 +2,33 @@
 
 ``KERNEL_UPSTREAM_URL`` is the upstream's base URL, as the OpenAI SDK's ``base_url`` would be
 (``http://127.0.0.1:8080/v1``); requests go to ``<base>/chat/completions``, always streamed, and each
-upstream event is parsed once. One pooled :class:`requests.Session` per backend, so per worker process.
+upstream event is parsed once.
+
+The transport is urllib3 (what ``requests`` is built on) used directly: one connection pool per backend,
+so per worker process, kept-alive connections reused, and no per-request session machinery. Each
+connection leaves TCP's interactive ("ping-pong") mode after sending a request, so an upstream that writes
+without ``TCP_NODELAY`` does not wait ~40 ms for our delayed ACK before its second segment (see
+:class:`QuickAckConnection`).
 """
 
 import json
 import logging
 import os
+import socket
+import urllib.request
+from urllib.parse import urlsplit
 
-import requests
-from urllib3.exceptions import ProtocolError, ReadTimeoutError
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from .base import (
     Backend,
@@ -25,52 +43,101 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 ERROR_BODY_LIMIT = 64 * 1024
+# One upstream event larger than this is not an answer we can relay.
+MAX_EVENT_BYTES = 4 * 1024 * 1024
 READY_TIMEOUT_S = 3.0
+POOL_MAXSIZE = 4096
 # Sampling fields forwarded as they are when the client set them.
-OPTIONAL_FIELDS = ("top_p", "presence_penalty", "frequency_penalty", "seed", "user")
+OPTIONAL_FIELDS = ("top_p", "presence_penalty", "frequency_penalty", "seed", "user", "metadata")
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
+
+
+class QuickAckConnection(HTTPConnection):
+    """An HTTP connection that asks for immediate ACKs while it waits for a response.
+
+    On a reused connection Linux treats the exchange as interactive and delays its ACKs (up to ~40 ms).
+    An upstream that writes with Nagle's algorithm on (gevent's pywsgi, Python's ``socketserver``,
+    Werkzeug's development server) holds its second small write until the first is acknowledged, so
+    every response after the first on a connection would stall. ``TCP_QUICKACK`` after the request is
+    sent leaves that mode for the response; we send nothing more until it has been read.
+    """
+
+    def getresponse(self, *args, **kwargs):
+        if TCP_QUICKACK is not None and self.sock is not None:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            except OSError:
+                pass
+        return super().getresponse(*args, **kwargs)
+
+
+class QuickAckHTTPSConnection(QuickAckConnection, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = QuickAckConnection
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = QuickAckHTTPSConnection
+
+
+def connection_pool(base_url, maxsize=POOL_MAXSIZE):
+    """A urllib3 pool manager for ``base_url``: proxy settings from the environment, read once."""
+    host = urlsplit(base_url).hostname or ""
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(urlsplit(base_url).scheme)
+    options = {"maxsize": maxsize, "block": False, "retries": False}
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+    if ca_bundle:
+        options["ca_certs"] = ca_bundle
+    manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+    manager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+    return manager
 
 
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __init__(self, config):
+    def __init__(self, config, *, base_url=None, api_key=None, model=None, timeout_s=None):
         super().__init__(config)
-        self.base_url = config["KERNEL_UPSTREAM_URL"].rstrip("/")
+        self.base_url = (base_url if base_url is not None else config["KERNEL_UPSTREAM_URL"]).rstrip("/")
         if not self.base_url:
             raise ValueError("the openai backend needs KERNEL_UPSTREAM_URL, e.g. http://127.0.0.1:8080/v1")
-        self.model = config["KERNEL_UPSTREAM_MODEL"]
-        timeout = config["KERNEL_UPSTREAM_TIMEOUT_S"]
-        self.timeout = (min(10.0, timeout), timeout)
-        self.session = requests.Session()
-        # Proxy and CA settings from the environment are read once here, not on every request.
-        self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self.session.trust_env = False
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=1024, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        if config["KERNEL_UPSTREAM_API_KEY"]:
-            self.session.headers["Authorization"] = f"Bearer {config['KERNEL_UPSTREAM_API_KEY']}"
+        self.model = model if model is not None else config["KERNEL_UPSTREAM_MODEL"]
+        timeout = timeout_s or config["KERNEL_UPSTREAM_TIMEOUT_S"]
+        self.read_timeout = timeout
+        self.timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
+        self.pool = connection_pool(self.base_url)
+        self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        api_key = api_key if api_key is not None else config["KERNEL_UPSTREAM_API_KEY"]
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.chat_url = self.base_url + "/chat/completions"
+
+    def close(self):
+        self.pool.clear()
 
     # -- models and readiness -------------------------------------------------------------------------
 
     def _get(self, path, timeout):
+        response = self._request("GET", self.base_url + path, None, timeout)
         try:
-            response = self.session.get(self.base_url + path, timeout=timeout)
-        except requests.Timeout as exc:
-            raise BackendTimeout(f"upstream did not answer GET {path} in {timeout} s") from exc
-        except requests.RequestException as exc:
-            raise BackendUnavailable(f"upstream at {self.base_url} is unreachable: {_reason(exc)}") from exc
-        with response:
-            if response.status_code != 200:
+            if response.status != 200:
                 raise _error_from(response)
-            return response.json()
+            try:
+                return json.loads(response.read(MAX_EVENT_BYTES))
+            except (ValueError, HTTPError, OSError):
+                raise UpstreamError(f"upstream answered GET {path} with something that is not JSON") from None
+        finally:
+            response.release_conn()
 
     def models(self):
         if self.model:
             return [self.model]
         body = self._get("/models", self.timeout)
-        ids = [m.get("id") for m in body.get("data", []) if isinstance(m, dict) and m.get("id")]
+        data = body.get("data") if isinstance(body, dict) else None
+        ids = [m.get("id") for m in data or () if isinstance(m, dict) and m.get("id")]
         if not ids:
             raise UpstreamError("upstream lists no models; set KERNEL_UPSTREAM_MODEL")
         return ids
@@ -79,7 +146,7 @@ class OpenAIBackend(Backend):
         return requested or self.model or "default"
 
     def check_ready(self):
-        self._get("/models", READY_TIMEOUT_S)
+        self._get("/models", urllib3.Timeout(connect=READY_TIMEOUT_S, read=READY_TIMEOUT_S))
 
     # -- generation -----------------------------------------------------------------------------------
 
@@ -102,34 +169,37 @@ class OpenAIBackend(Backend):
                 body[name] = value
         return body
 
-    def generate(self, request, result):
+    def _request(self, method, url, body, timeout):
         try:
-            response = self.session.post(
-                self.base_url + "/chat/completions",
-                json=self.payload(request),
-                headers={"Accept": "text/event-stream"},
-                stream=True,
-                timeout=self.timeout,
+            return self.pool.urlopen(
+                method, url, body=body, headers=self.headers, timeout=timeout,
+                preload_content=False, redirect=False, retries=False,
             )
-        except requests.ConnectTimeout as exc:
-            raise BackendUnavailable(f"upstream at {self.base_url} did not accept a connection") from exc
-        except requests.Timeout as exc:
-            raise _silent(self.timeout[1]) from exc
-        except requests.RequestException as exc:
+        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 makes it a subclass
             raise BackendUnavailable(f"upstream at {self.base_url} is unreachable: {_reason(exc)}") from exc
+        except ConnectTimeoutError as exc:
+            raise BackendUnavailable(f"upstream at {self.base_url} did not accept a connection") from exc
+        except ReadTimeoutError as exc:
+            raise _silent(timeout.read_timeout) from exc
+        except (MaxRetryError, ProtocolError, HTTPError, OSError) as exc:
+            raise BackendUnavailable(f"upstream at {self.base_url} is unreachable: {_reason(exc)}") from exc
+
+    def generate(self, request, result):
+        body = json.dumps(self.payload(request), ensure_ascii=False, separators=(",", ":")).encode()
+        response = self._request("POST", self.chat_url, body, self.timeout)
         try:
-            if response.status_code != 200:
+            if response.status != 200:
                 raise _error_from(response)
             yield from self._events(response, result)
             _release(response)
         finally:
-            response.close()
+            response.release_conn() if response.isclosed() else response.close()
 
     def _events(self, response, result):
         finish_reason = None
         deltas = 0
         usage = None
-        for data in _data_lines(response.raw, self.timeout[1]):
+        for data in _data_lines(response, self.read_timeout):
             if data == b"[DONE]":
                 break
             try:
@@ -143,38 +213,47 @@ class OpenAIBackend(Backend):
             if event.get("usage"):
                 usage = event["usage"]
             for choice in event.get("choices") or ():
-                if choice.get("index", 0) != 0:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
-                text = (choice.get("delta") or {}).get("content")
-                if text:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if text and isinstance(text, str):
                     deltas += 1
                     yield text
                 if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
+                    finish_reason = str(choice["finish_reason"])
         else:
             if finish_reason is None:
                 raise UpstreamError("upstream ended the stream before finishing")
         result.finish_reason = finish_reason or "stop"
-        if usage:
-            result.set_usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+        if isinstance(usage, dict):
+            result.set_usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
         else:  # an upstream that reports no usage: each streamed delta is about one token
             result.set_usage(0, deltas)
 
 
-def _data_lines(raw, read_timeout):
+def _count(value):
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _data_lines(response, read_timeout):
     """Yield the payload of each ``data:`` line of an SSE byte stream, as bytes, as it arrives."""
     pending = b""
     while True:
         try:
-            block = raw.read1(READ_SIZE)
+            block = response.read1(READ_SIZE)
         except ReadTimeoutError as exc:
             raise _silent(read_timeout) from exc
-        except (ProtocolError, OSError) as exc:
+        except (ProtocolError, HTTPError, OSError) as exc:
             raise UpstreamError("upstream closed the connection mid-stream") from exc
         if not block:
             break
-        lines = (pending + block).split(b"\n")
+        if pending:
+            block = pending + block
+        lines = block.split(b"\n")
         pending = lines.pop()
+        if len(pending) > MAX_EVENT_BYTES:
+            raise UpstreamError(f"upstream sent an event over {MAX_EVENT_BYTES} bytes")
         for line in lines:
             if line.startswith(b"data:"):
                 yield line[5:].strip()
@@ -192,25 +271,27 @@ def _release(response):
     Closing a response with unread bytes would close its connection instead, and the next request
     would pay for a new one.
     """
-    raw = response.raw
     for _ in range(4):
         try:
-            if not raw.read1(READ_SIZE):
+            if not response.read1(READ_SIZE):
                 break
-        except (ProtocolError, ReadTimeoutError, OSError):
+        except (HTTPError, OSError):
             return
-    raw.release_conn()
 
 
 def _error_from(response):
     """Map an upstream's non-200 answer to the error we report."""
-    status = response.status_code
-    raw = response.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
+    status = response.status
+    try:
+        raw = response.read(ERROR_BODY_LIMIT) or b""
+    except (HTTPError, OSError):
+        raw = b""
     try:
         body = json.loads(raw)
         message = _message(body.get("error") or body.get("message") or body.get("detail") or raw[:200])
     except (ValueError, AttributeError):
         message = raw[:200].decode("utf-8", "replace").strip() or response.reason or "no details"
+    message = message[:500]
     retry_after = response.headers.get("Retry-After")
     if status in (400, 413, 422):
         return RejectedRequest(f"upstream rejected the request: {message}")
@@ -233,9 +314,14 @@ def _message(error):
 
 def _reason(exc):
     """The innermost cause of a connection failure, e.g. 'Connection refused', without the URL noise."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
+    seen = set()
+    while (exc.__cause__ is not None or exc.__context__ is not None) and id(exc) not in seen:
+        seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
+    reason = getattr(exc, "reason", None)
+    if reason is not None and reason is not exc:
+        return _reason(reason) if isinstance(reason, BaseException) else str(reason)
     for arg in getattr(exc, "args", ()):
         if isinstance(arg, str) and arg:
-            return arg.split("] ", 1)[-1]
+            return arg.split("] ", 1)[-1].rsplit(": ", 1)[-1]
     return type(exc).__name__
