@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from typing import NamedTuple
 
 from . import __version__, sse
 from .backends.base import BackendError, ChatRequest, Result
@@ -32,8 +33,11 @@ def text_of(content):
     return "".join(part["text"] for part in content)
 
 
-def build_request(body):
-    """A :class:`ChatRequest` from a body that passed the ``chat_request`` schema."""
+def build_request(body, temperature=DEFAULT_TEMPERATURE, max_tokens=DEFAULT_MAX_TOKENS):
+    """A :class:`ChatRequest` from a body that passed the ``chat_request`` schema.
+
+    ``temperature`` and ``max_tokens`` are the defaults of the route the body came to.
+    """
     messages = []
     for message in body["messages"]:
         item = {"role": message["role"], "content": text_of(message["content"])}
@@ -41,12 +45,11 @@ def build_request(body):
             item["name"] = message["name"]
         messages.append(item)
     stop = body.get("stop")
-    temperature = body.get("temperature")
     return ChatRequest(
         messages=messages,
         model=body.get("model") or "",
-        temperature=DEFAULT_TEMPERATURE if temperature is None else temperature,
-        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        temperature=temperature if body.get("temperature") is None else body["temperature"],
+        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or max_tokens,
         top_p=body.get("top_p"),
         stop=[stop] if isinstance(stop, str) else list(stop or []),
         presence_penalty=body.get("presence_penalty"),
@@ -72,17 +75,31 @@ def reference_section(passages):
     return "\n\n".join([REFERENCE_OPEN, REFERENCE_INTRO, *blocks, REFERENCE_CLOSE])
 
 
+class Composed(NamedTuple):
+    messages: list
+    sources: list  # [{"document_id", "title"}] of the documents retrieval drew on, in order
+
+
+def sources_of(passages):
+    """Each document the passages came from, once, best first."""
+    seen = {}
+    for passage in passages:
+        seen.setdefault(passage.document_id, {"document_id": passage.document_id, "title": passage.title})
+    return list(seen.values())
+
+
 def compose(messages, metadata, get_db, top_k):
     """Apply ``metadata.role_id`` and ``metadata.enable_l0_retrieval`` to the messages.
 
     A role's system prompt replaces the client's system message(s); retrieved knowledge is appended to
-    the system message. Either way the result has one system message, first. ``get_db`` opens the
-    store only when it is needed.
+    the system message. Either way the result has one system message, first. ``default_role`` names the
+    instance's default role, or none (the client's messages stand). ``get_db`` opens the store only when
+    it is needed. Returns a :class:`Composed`.
     """
     role = None
     if metadata.get("role_id"):
         try:
-            role = roles.get(get_db(), metadata["role_id"])
+            role = roles.resolve(get_db(), metadata["role_id"])
         except NotFound:
             raise ApiError(
                 404, f"No role with id {metadata['role_id']!r}", code="role_not_found", param="metadata.role_id"
@@ -90,19 +107,20 @@ def compose(messages, metadata, get_db, top_k):
     retrieval = metadata.get("enable_l0_retrieval")
     if retrieval is None:
         retrieval = bool(role and role["enable_l0_retrieval"])
-    section = ""
+    section, sources = "", []
     if retrieval:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        section = reference_section(knowledge.search(get_db(), question, top_k))
+        passages = knowledge.search(get_db(), question, top_k)
+        section, sources = reference_section(passages), sources_of(passages)
     if role is None and not section:
-        return messages
+        return Composed(messages, sources)
     if role is not None:
         system = role["system_prompt"]
     else:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
     if section:
         system = f"{system}\n\n{section}" if system else section
-    return [{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"]
+    return Composed([{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"], sources)
 
 
 def fingerprint(backend):
@@ -113,7 +131,8 @@ def fingerprint(backend):
 class Completion:
     """One response's identity (id, created, model) and its encodings, chunk by chunk or whole."""
 
-    def __init__(self, model, system_fingerprint):
+    def __init__(self, model, system_fingerprint, sources=()):
+        self.sources = list(sources)
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
         self.model = model
@@ -141,6 +160,16 @@ class Completion:
         event["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
         return sse.encode(event)
 
+    def first_chunk(self):
+        """The role chunk; it also names the documents retrieval drew on, when there are any."""
+        event = self._head("chat.completion.chunk")
+        event["choices"] = [
+            {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        ]
+        if self.sources:
+            event["sources"] = self.sources
+        return sse.encode(event)
+
     def usage_chunk(self, usage):
         event = self._head("chat.completion.chunk")
         event["choices"] = []
@@ -158,6 +187,8 @@ class Completion:
             }
         ]
         body["usage"] = result.usage
+        if self.sources:
+            body["sources"] = self.sources
         return body
 
 
@@ -172,12 +203,12 @@ class Generation:
     that leaves stops its generation promptly, even while the backend is silent.
     """
 
-    def __init__(self, backend, request, client_gone=lambda: False):
+    def __init__(self, backend, request, client_gone=lambda: False, sources=()):
         self.backend = backend
         self.request = request
         self.client_gone = client_gone
         self.result = Result()
-        self.completion = Completion(backend.model_for(request.model), fingerprint(backend))
+        self.completion = Completion(backend.model_for(request.model), fingerprint(backend), sources)
         self.relay = Relay(backend.generate(request, self.result))
 
     def _next(self, timeout=None):
@@ -216,7 +247,7 @@ class Generation:
         """The SSE body. Errors after the first byte become one error event, then ``[DONE]``."""
         completion = self.completion
         try:
-            out = [completion.chunk({"role": "assistant", "content": ""})]
+            out = [completion.first_chunk()]
             out.extend(completion.content(text) for text in first or ())
             yield b"".join(out)
             batch = first

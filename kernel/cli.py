@@ -30,12 +30,13 @@ documents_cli = AppGroup("documents", help="Add documents to the L0 knowledge, l
 @click.option("--system-prompt", required=True, help="The persona's system prompt.")
 @click.option("--description", default="", help="What the role is for (up to 500 characters).")
 @click.option("--l0/--no-l0", "enable_l0_retrieval", default=False, help="Retrieve knowledge by default.")
-def create_role(name, system_prompt, description, enable_l0_retrieval):
+@click.option("--default", "is_default", is_flag=True, help="Make it the default persona ('default_role').")
+def create_role(name, system_prompt, description, enable_l0_retrieval, is_default):
     """Create a role and print its id."""
     from .schema import validator
 
     fields = {"name": name, "system_prompt": system_prompt, "description": description,
-              "enable_l0_retrieval": enable_l0_retrieval}
+              "enable_l0_retrieval": enable_l0_retrieval, "is_default": is_default}
     problems = [e.message for e in validator("role_create").iter_errors(fields)]
     if problems:
         raise click.UsageError("; ".join(problems))
@@ -46,9 +47,28 @@ def create_role(name, system_prompt, description, enable_l0_retrieval):
 
 @roles_cli.command("list")
 def list_roles():
-    """List roles: id, retrieval default, name."""
+    """List roles: id, retrieval default, name; '*' marks the default persona."""
     for role in roles.list_all(get_db()):
-        click.echo(f"{role['role_id']}  {'l0' if role['enable_l0_retrieval'] else '--'}  {role['name']}")
+        mark = "*" if role["is_default"] else " "
+        click.echo(f"{role['role_id']} {mark} {'l0' if role['enable_l0_retrieval'] else '--'}  {role['name']}")
+
+
+@roles_cli.command("default")
+@click.argument("role_id", required=False)
+@click.option("--clear", is_flag=True, help="No default persona: 'default_role' leaves the client's messages.")
+def default_role(role_id, clear):
+    """Make ROLE_ID the default persona (what metadata.role_id 'default_role' names), or --clear it."""
+    if bool(role_id) == clear:
+        raise click.UsageError("give a ROLE_ID, or --clear")
+    with store_errors_as_messages():
+        if clear:
+            current = roles.get_default(get_db())
+            if current is not None:
+                roles.update(get_db(), current["role_id"], is_default=False)
+            click.echo("no default role")
+        else:
+            role = roles.update(get_db(), role_id, is_default=True)
+            click.echo(f"default role: {role['name']} ({role['role_id']})")
 
 
 @roles_cli.command("delete")

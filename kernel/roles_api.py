@@ -1,4 +1,8 @@
-"""Roles: ``/api/kernel2/roles`` — stored personas for ``metadata.role_id``. Admin key required."""
+"""Roles: ``/api/kernel2/roles`` — stored personas for ``metadata.role_id``. Admin key required.
+
+``"is_default": true`` (on create or PATCH) makes a role the instance's default persona, the one the
+reserved id ``default_role`` names; the list says which it is in ``default_role_id``.
+"""
 
 from flask import Blueprint, jsonify
 
@@ -19,7 +23,9 @@ def create_role():
 
 @bp.get("")
 def list_roles():
-    return jsonify({"object": "list", "data": roles.list_all(get_db())})
+    data = roles.list_all(get_db())
+    default = next((role["role_id"] for role in data if role["is_default"]), None)
+    return jsonify({"object": "list", "data": data, "default_role_id": default})
 
 
 @bp.get("/<role_id>")

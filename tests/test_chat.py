@@ -210,15 +210,15 @@ CLIENT = [
 
 
 def compose(db, metadata, messages=CLIENT):
-    return chat.compose([dict(m) for m in messages], metadata, lambda: db, 3)
+    return chat.compose([dict(m) for m in messages], metadata, lambda: db, 3).messages
 
 
 def test_no_metadata_leaves_messages_alone_and_opens_no_database():
     def no_db():
         raise AssertionError("the store was opened")
 
-    assert chat.compose(list(CLIENT), {}, no_db, 3) == CLIENT
-    assert chat.compose(list(CLIENT), {"enable_l0_retrieval": False}, no_db, 3) == CLIENT
+    assert chat.compose(list(CLIENT), {}, no_db, 3) == (CLIENT, [])
+    assert chat.compose(list(CLIENT), {"enable_l0_retrieval": False}, no_db, 3) == (CLIENT, [])
 
 
 def test_role_replaces_the_client_system_message(db, alice):
@@ -271,3 +271,25 @@ def test_unknown_role_is_a_404_naming_the_field(db, role_id):
     with pytest.raises(ApiError) as info:
         compose(db, {"role_id": role_id})
     assert (info.value.status, info.value.param, info.value.code) == (404, "metadata.role_id", "role_not_found")
+
+
+def test_default_role_without_a_marked_role_leaves_the_client_messages(db, alice):
+    assert compose(db, {"role_id": "default_role"}) == CLIENT
+
+
+def test_default_role_names_the_marked_role(db, alice):
+    from kernel.store import roles
+
+    roles.update(db, alice["role_id"], is_default=True)
+    assert compose(db, {"role_id": "default_role"}) == [{"role": "system", "content": "You are Alice."}] + CLIENT[1:]
+    bob = roles.create(db, "Bob", "You are Bob.", is_default=True)
+    assert compose(db, {"role_id": "default_role"})[0]["content"] == "You are Bob."
+    assert not roles.get(db, alice["role_id"])["is_default"]
+    roles.update(db, bob["role_id"], is_default=False)
+    assert compose(db, {"role_id": "default_role"}) == CLIENT
+
+
+def test_retrieval_names_its_sources_once_each(db, alice):
+    composed = chat.compose(list(CLIENT), {"enable_l0_retrieval": True}, lambda: db, 3)
+    assert [s["title"] for s in composed.sources] == ["Garden diary"]
+    assert set(composed.sources[0]) == {"document_id", "title"}

@@ -6,12 +6,24 @@ def test_roles_create_list_delete(app, runner):
     assert created.exit_code == 0, created.output
     role_id = created.output.strip()
     listed = runner.invoke(args=["roles", "list"])
-    assert f"{role_id}  l0  Alice" in listed.output
+    assert f"{role_id}   l0  Alice" in listed.output
     duplicate = runner.invoke(args=["roles", "create", "--name", "alice", "--system-prompt", "x"])
     assert duplicate.exit_code != 0 and "already exists" in duplicate.output
     assert runner.invoke(args=["roles", "delete", role_id]).exit_code == 0
     missing = runner.invoke(args=["roles", "delete", role_id])
     assert missing.exit_code != 0 and "no role" in missing.output
+
+
+def test_roles_default_marks_and_clears(app, runner):
+    first = runner.invoke(args=["roles", "create", "--name", "A", "--system-prompt", "a", "--default"]).output.strip()
+    second = runner.invoke(args=["roles", "create", "--name", "B", "--system-prompt", "b"]).output.strip()
+    assert f"{first} * --  A" in runner.invoke(args=["roles", "list"]).output
+    assert "default role: B" in runner.invoke(args=["roles", "default", second]).output
+    listed = runner.invoke(args=["roles", "list"]).output
+    assert f"{second} * --  B" in listed and f"{first}   --  A" in listed
+    assert runner.invoke(args=["roles", "default", "--clear"]).exit_code == 0
+    assert "*" not in runner.invoke(args=["roles", "list"]).output
+    assert runner.invoke(args=["roles", "default"]).exit_code != 0
 
 
 def test_roles_create_checks_the_schema(runner):

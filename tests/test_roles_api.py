@@ -13,7 +13,7 @@ def test_create(client, admin):
     response = client.post(ROLES, json=ALICE, headers=admin)
     assert response.status_code == 201
     role = response.get_json()
-    assert set(role) == {"role_id", "name", "description", "system_prompt", "enable_l0_retrieval", "created_at", "updated_at"}
+    assert set(role) == {"role_id", "name", "description", "system_prompt", "enable_l0_retrieval", "is_default", "created_at", "updated_at"}
     assert role["enable_l0_retrieval"] is False
     assert len(role["role_id"]) == 36 and role["role_id"][14] == "4"  # a UUID4
 
@@ -21,7 +21,7 @@ def test_create(client, admin):
 def test_read_list_update_delete(client, admin, alice):
     url = f"{ROLES}/{alice['role_id']}"
     assert client.get(url, headers=admin).get_json() == alice
-    assert client.get(ROLES, headers=admin).get_json() == {"object": "list", "data": [alice]}
+    assert client.get(ROLES, headers=admin).get_json() == {"object": "list", "data": [alice], "default_role_id": None}
     changed = client.patch(url, json={"enable_l0_retrieval": True}, headers=admin).get_json()
     assert changed["enable_l0_retrieval"] is True and changed["system_prompt"] == ALICE["system_prompt"]
     assert client.delete(url, headers=admin).status_code == 204
@@ -55,6 +55,20 @@ def test_every_route_needs_the_admin_key(client, method, path, body, authorizati
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert message in response.get_json()["message"]
     assert response.get_json()["error"]["type"] == "authentication_error"
+
+
+def test_one_default_role_at_a_time(client, admin, alice):
+    bob = client.post(ROLES, json={"name": "Bob", "system_prompt": "You are Bob.", "is_default": True}, headers=admin)
+    assert bob.status_code == 201 and bob.get_json()["is_default"] is True
+    listed = client.get(ROLES, headers=admin).get_json()
+    assert listed["default_role_id"] == bob.get_json()["role_id"]
+    marked = client.patch(f"{ROLES}/{alice['role_id']}", json={"is_default": True}, headers=admin).get_json()
+    assert marked["is_default"] is True
+    listed = client.get(ROLES, headers=admin).get_json()
+    assert listed["default_role_id"] == alice["role_id"]
+    assert [r["is_default"] for r in listed["data"]] == [True, False]
+    client.patch(f"{ROLES}/{alice['role_id']}", json={"is_default": False}, headers=admin)
+    assert client.get(ROLES, headers=admin).get_json()["default_role_id"] is None
 
 
 def test_duplicate_name_is_409(client, admin, alice):

@@ -27,7 +27,7 @@ def test_migrate_sets_the_version_and_is_idempotent(tmp_path):
 def test_write_rolls_back_on_error(conn):
     with pytest.raises(RuntimeError):
         with store.write(conn):
-            conn.execute("INSERT INTO roles VALUES ('x', 'n', '', 'p', 0, 't', 't')")
+            conn.execute("INSERT INTO roles (role_id, name, system_prompt, created_at, updated_at) VALUES ('x', 'n', 'p', 't', 't')")
             raise RuntimeError("stop")
     assert conn.execute("SELECT count(*) FROM roles").fetchone()[0] == 0
 

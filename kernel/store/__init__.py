@@ -53,6 +53,11 @@ MIGRATIONS = [
         INSERT INTO chunks_fts (chunks_fts, rowid, content) VALUES ('delete', old.chunk_id, old.content);
     END;
     """,
+    # 2: at most one role is the instance's default persona (metadata.role_id "default_role").
+    """
+    ALTER TABLE roles ADD COLUMN is_default INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX roles_one_default ON roles (is_default) WHERE is_default = 1;
+    """,
 ]
 
 
