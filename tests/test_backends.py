@@ -39,8 +39,19 @@ class Custom(backends.Backend):
 # -- loading -----------------------------------------------------------------------------------------
 
 
-def test_builtins_are_registered_as_entry_points():
-    assert {"echo", "openai"} <= set(backends.available())
+def test_builtins_are_registered_as_entry_points_too():
+    """setup.cfg registers the built-ins the way a third-party package would; the table finds them without
+    installed metadata. The two must name the same factories."""
+    import configparser
+
+    from tests.conftest import ROOT
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    lines = parser["options.entry_points"]["kernel.backends"].strip().splitlines()
+    registered = dict(line.replace(" ", "").split("=", 1) for line in lines)
+    assert registered == backends.BUILTINS
+    assert set(backends.BUILTINS) <= set(backends.available())
 
 
 @pytest.mark.parametrize(
