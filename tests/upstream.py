@@ -15,7 +15,13 @@ It speaks HTTP/1.1 with chunked SSE on ``POST /v1/chat/completions`` and lists o
 ``error:STATUS``       answers STATUS with an OpenAI error object (``Retry-After`` on 429/503)
 ``stall:SECONDS``      waits before sending anything, then echoes
 ``headstall:SECONDS``  sends headers, waits, then echoes
+``paced:N``            N deltas, 5 ms apart; before each write it asks the kernel whether the
+                       previous one is still unacknowledged (see ``Stats.held``)
 =====================  ========================================================================
+
+``Upstream(nodelay=False)`` writes with Nagle's algorithm on, as gevent's pywsgi and Werkzeug's development
+server do: a small write waits while an earlier one is unacknowledged, so a client that delays its ACKs
+stalls the stream ~40 ms. ``paced`` counts such writes in ``Stats.held``.
 
 It counts streams started, completed and aborted (the client went away before the end), and keeps
 every request body it received, so tests can check what a backend really sent.
@@ -24,6 +30,7 @@ every request body it received, so tests can check what a backend really sent.
 import json
 import select
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +44,8 @@ class Stats:
         self.started = 0
         self.completed = 0
         self.aborted = 0
+        self.held = 0  # writes made while an earlier write was still unacknowledged
+        self.paced_writes = 0
         self.bodies = []
 
     def add(self, name, amount=1):
@@ -165,6 +174,25 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": 7, "completion_tokens": len(texts), "total_tokens": 7 + len(texts)}
         self.stream(texts, finish_reason="length" if len(words) > limit else "stop", usage=usage)
 
+    def unacknowledged(self):
+        """Bytes-carrying segments this connection has sent that the client has not yet acknowledged."""
+        info = self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return struct.unpack_from("I", info, 24)[0]  # struct tcp_info: tcpi_unacked
+
+    def scenario_paced(self, body, count="5"):
+        stats = self.server.stats
+        stats.add("started")
+        self.start_stream()
+        self.wfile.write(_chunk(_delta_event("")))  # what a server sends first, with the headers
+        for i in range(int(count)):
+            time.sleep(0.005)  # far longer than an immediate ACK takes; far shorter than a delayed one
+            stats.add("paced_writes")
+            if self.unacknowledged():
+                stats.add("held")
+            self.wfile.write(_chunk(_delta_event(f"p{i} ")))
+        self.wfile.write(_chunk(_delta_event(finish_reason="stop")) + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        stats.add("completed")
+
     def scenario_slow(self, body, count="20", delay="0.05"):
         self.stream([f"t{i} " for i in range(int(count))], delay=float(delay))
 
@@ -234,18 +262,21 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
+    nodelay = True
 
     def get_request(self):
         conn, address = super().get_request()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as real SSE servers do
+        if self.nodelay:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as llama-server and uvicorn do
         return conn, address
 
 
 class Upstream:
     """The upstream server, run in a thread of this process."""
 
-    def __init__(self, host="127.0.0.1", port=0):
+    def __init__(self, host="127.0.0.1", port=0, nodelay=True):
         self.server = Server((host, port), Handler)
+        self.server.nodelay = nodelay
         self.server.stats = Stats()
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
