@@ -5,6 +5,7 @@ requests or the app are imported (so no ``preload_app`` either).
 """
 
 import os
+import resource
 
 # Server socket
 bind = os.environ.get("KERNEL_BIND", "127.0.0.1:8002")
@@ -22,8 +23,28 @@ keepalive = 5
 # gunicornc's control socket lives with the instance's data, so several instances never share one.
 control_socket = os.path.join(os.environ.get("KERNEL_DATA_DIR") or "./data", "gunicorn.ctl")
 
+# Each relayed stream holds two descriptors (client and upstream) and the upstream pool keeps more, so a
+# worker needs about 2 x worker_connections open files. Raise the soft limit to the hard one at start.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_want = 1 << 20 if _hard == resource.RLIM_INFINITY else _hard
+if _soft != resource.RLIM_INFINITY and _soft < _want:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
+
+
+def on_starting(server):
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    server.log.info("%d worker(s), %d connections each, open-file limit %d", workers, worker_connections, limit)
+    if limit < 2 * worker_connections + 64:
+        server.log.warning(
+            "open-file limit %d is below 2 x KERNEL_WORKER_CONNECTIONS + 64 = %d: past about %d streams a "
+            "worker will fail to accept; raise it (systemd: LimitNOFILE=) or lower KERNEL_WORKER_CONNECTIONS",
+            limit, 2 * worker_connections + 64, (limit - 64) // 2,
+        )
+
+
 # Logging
-accesslog = "-"
+# The app writes one line per request itself (kernel/requestlog.py), with stream timings gunicorn cannot see.
+accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("KERNEL_LOG_LEVEL", "info")
 proc_name = "kernel-chat"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_CONTENT = re.compile(rb'"content":"[^"]')
+FIRST_CONTENT = re.compile(rb'"content": ?"[^"]')
 
 
 def free_port():
@@ -97,10 +97,13 @@ def stream(url, path, body, timeout=60):
         raise RuntimeError(f"{path} answered {response.status}: {response.read()[:200]!r}")
     first = None
     received = []
+    tail = b""  # the end of the previous block: a pattern may straddle two
     while block := response.read1(65536):
         received.append(block)
-        if first is None and FIRST_CONTENT.search(block):
-            first = time.perf_counter() - started
+        if first is None:
+            if FIRST_CONTENT.search(tail + block):
+                first = time.perf_counter() - started
+            tail = block[-32:]
     total = time.perf_counter() - started
     conn.close()
     return first, total, b"".join(received)

@@ -23,12 +23,33 @@ def _registry():
     return Registry().with_resources(resources)
 
 
+def _inline(node, resolver, seen=()):
+    """``node`` with every ``$ref`` replaced by what it points at (the schemas here are not recursive).
+
+    jsonschema resolves a ``$ref`` each time it meets one, for every message of every request; resolved
+    once at start, validation of a chat request takes a third of the time.
+    """
+    if isinstance(node, list):
+        return [_inline(item, resolver, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        if node["$ref"] in seen:
+            raise ValueError(f"recursive $ref {node['$ref']!r}")
+        resolved = resolver.lookup(node["$ref"])
+        target = _inline(resolved.contents, resolved.resolver, (*seen, node["$ref"]))
+        rest = {k: _inline(v, resolver, seen) for k, v in node.items() if k != "$ref"}
+        return {**target, **rest} if rest else target
+    return {k: _inline(v, resolver, seen) for k, v in node.items() if k not in ("$defs", "$id", "$schema")}
+
+
 @lru_cache(maxsize=None)
 def validator(name):
-    """The compiled validator for ``schemas/<name>.json``."""
+    """The compiled validator for ``schemas/<name>.json``, its references resolved once."""
     schema = _registry().contents(f"{name}.json")
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, registry=_registry())
+    flat = _inline(schema, _registry().resolver(base_uri=f"{name}.json"))
+    return Draft202012Validator(flat)
 
 
 def field_path(parts):
@@ -41,7 +62,7 @@ def field_path(parts):
 
 def _describe(error):
     """A message for one validation error that a person can act on."""
-    if error.validator == "oneOf" and error.context:
+    if error.validator in ("oneOf", "anyOf") and error.context:
         deepest = best_match(error.context)
         if deepest is not None and len(deepest.absolute_path) > len(error.absolute_path):
             return deepest
@@ -60,9 +81,15 @@ def validate(name, instance, status=400):
         missing = next((name for name in error.validator_value if name not in error.instance), None)
         message = f"'{missing}' is required"
         path = field_path([*error.absolute_path, missing])
-    elif error.validator == "oneOf":
+    elif error.validator == "dependentRequired" and isinstance(error.instance, dict):
+        field, needed = next((k, v) for k, v in error.validator_value.items()
+                             if k in error.instance and any(n not in error.instance for n in v))
+        message = "only allowed together with " + " and ".join(repr(n) for n in needed)
+        path = field_path([*error.absolute_path, field])
+    elif error.validator in ("oneOf", "anyOf"):
         message = f"{error.instance!r} is not an accepted value"
-        types = [s.get("type") for s in error.schema.get("oneOf", []) if isinstance(s, dict) and "type" in s]
+        options = error.schema.get(error.validator, [])
+        types = [s.get("type") for s in options if isinstance(s, dict) and "type" in s]
         if types:
             message += " (expected " + " or ".join(str(t) for t in types) + ")"
     elif error.validator == "const" and path.endswith(".type"):
@@ -72,13 +99,29 @@ def validate(name, instance, status=400):
     raise ApiError(status, f"{path}: {message}" if path else message, code="invalid_request", param=path or None)
 
 
+def _number(text):
+    """A JSON number written with a fraction or exponent: an ``int`` when its value is whole.
+
+    JSON Schema counts ``2.0`` as an integer, so ``"max_tokens": 2.0`` passes the schema; parsed as an int,
+    every value the schema calls an integer is a Python ``int`` after validation, and a backend is never
+    handed ``2.0`` where it counts tokens (a slice, a ctypes seed).
+    """
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _not_json(name):
+    """``NaN``, ``Infinity`` and ``-Infinity`` are Python's, not JSON's; NaN would pass every range check."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def json_body(status=400):
     """The request body parsed as JSON, or a 400 (or ``status``) that says why not."""
     raw = request.get_data(cache=False)
     if not raw.strip():
         raise ApiError(status, "Request body is empty; send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_float=_number, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(status, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
 

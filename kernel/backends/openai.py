@@ -84,16 +84,24 @@ class _TLSPool(HTTPSConnectionPool):
 
 
 def connection_pool(base_url, maxsize=POOL_MAXSIZE):
-    """A urllib3 pool manager for ``base_url``: proxy settings from the environment, read once."""
-    host = urlsplit(base_url).hostname or ""
-    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(urlsplit(base_url).scheme)
+    """``(pool, prefix)``: a urllib3 pool for ``base_url``'s server and what goes before a path in ``urlopen``.
+
+    A connection pool for the one host (no per-request pool lookup), or a proxy manager where the
+    environment's proxy settings (read once, here) apply to it.
+    """
+    parts = urlsplit(base_url)
     options = {"maxsize": maxsize, "block": False, "retries": False}
     ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
-    if ca_bundle:
-        options["ca_certs"] = ca_bundle
-    manager = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
-    manager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
-    return manager
+    proxy = None if urllib.request.proxy_bypass(parts.hostname or "") else urllib.request.getproxies().get(parts.scheme)
+    if proxy:
+        manager = urllib3.ProxyManager(proxy, **options, **({"ca_certs": ca_bundle} if ca_bundle else {}))
+        manager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+        return manager, base_url
+    if parts.scheme == "https":
+        pool = _TLSPool(parts.hostname, parts.port, **options, **({"ca_certs": ca_bundle} if ca_bundle else {}))
+    else:
+        pool = _Pool(parts.hostname, parts.port, **options)
+    return pool, parts.path
 
 
 class OpenAIBackend(Backend):
@@ -108,20 +116,19 @@ class OpenAIBackend(Backend):
         timeout = timeout_s or config["KERNEL_UPSTREAM_TIMEOUT_S"]
         self.read_timeout = timeout
         self.timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
-        self.pool = connection_pool(self.base_url)
+        self.pool, self.prefix = connection_pool(self.base_url)
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         api_key = api_key if api_key is not None else config["KERNEL_UPSTREAM_API_KEY"]
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
-        self.chat_url = self.base_url + "/chat/completions"
 
     def close(self):
-        self.pool.clear()
+        self.pool.close() if hasattr(self.pool, "close") else self.pool.clear()
 
     # -- models and readiness -------------------------------------------------------------------------
 
     def _get(self, path, timeout):
-        response = self._request("GET", self.base_url + path, None, timeout)
+        response = self._request("GET", path, None, timeout)
         try:
             if response.status != 200:
                 raise _error_from(response)
@@ -169,10 +176,10 @@ class OpenAIBackend(Backend):
                 body[name] = value
         return body
 
-    def _request(self, method, url, body, timeout):
+    def _request(self, method, path, body, timeout):
         try:
             return self.pool.urlopen(
-                method, url, body=body, headers=self.headers, timeout=timeout,
+                method, self.prefix + path, body=body, headers=self.headers, timeout=timeout,
                 preload_content=False, redirect=False, retries=False,
             )
         except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 makes it a subclass
@@ -186,7 +193,7 @@ class OpenAIBackend(Backend):
 
     def generate(self, request, result):
         body = json.dumps(self.payload(request), ensure_ascii=False, separators=(",", ":")).encode()
-        response = self._request("POST", self.chat_url, body, self.timeout)
+        response = self._request("POST", "/chat/completions", body, self.timeout)
         try:
             if response.status != 200:
                 raise _error_from(response)
