@@ -1,16 +1,21 @@
-"""Admin access: ``Authorization: Bearer <admin key>`` on everything that changes the instance's state.
+"""Keys: the admin key on everything that changes the instance's state, chat keys on the chat routes.
 
-The key is ``KERNEL_ADMIN_KEY``, or else the one in ``<data dir>/admin.key``, created (mode 0600) on the
-first start and logged that once, so a fresh install is never open to the world.
+The admin key is ``KERNEL_ADMIN_KEY``, or else the one in ``<data dir>/admin.key``, created (mode 0600)
+on the first start and logged that once, so a fresh install is never open to the world.
+
+Chat keys (``KERNEL_CHAT_KEYS``, comma-separated, and/or ``KERNEL_CHAT_KEYS_FILE``, one per line) are for a
+server on the internet: when any is set, every chat route needs ``Authorization: Bearer <chat key>`` (the
+admin key works too). Keys are compared in constant time, each of them, whatever matches.
 """
 
+import hashlib
 import hmac
 import logging
 import os
 import secrets
 from pathlib import Path
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from .errors import ApiError
 
@@ -56,6 +61,44 @@ def require_admin():
         raise ApiError(401, "The admin key is not valid", headers={"WWW-Authenticate": "Bearer"})
 
 
+def bearer():
+    """The token of an ``Authorization: Bearer`` header, or ``None``."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def chat_keys(config):
+    """The configured chat keys, from the setting and the file."""
+    keys = [k.strip() for k in config["KERNEL_CHAT_KEYS"].split(",") if k.strip()]
+    if config["KERNEL_CHAT_KEYS_FILE"]:
+        text = Path(config["KERNEL_CHAT_KEYS_FILE"]).read_text()
+        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return keys
+
+
+def require_chat_key():
+    """A ``before_request`` hook for chat routes: 401 unless no chat keys are set or the request has one.
+
+    Sets ``g.client_id``: who is asking, for per-client limits (a digest of the key, never the key).
+    """
+    keys = current_app.extensions["kernel.chat_keys"]
+    given = bearer()
+    if not keys:
+        g.client_id = None
+        return
+    if given is None:
+        raise ApiError(401, "This server needs a chat key: Authorization: Bearer <key>",
+                       headers={"WWW-Authenticate": "Bearer"})
+    candidates = [*keys, current_app.extensions["kernel.admin_key"]]
+    matched = False
+    for key in candidates:  # every key is compared, so the time says nothing about which matched
+        matched |= hmac.compare_digest(given.encode(), key.encode())
+    if not matched:
+        raise ApiError(401, "The chat key is not valid", headers={"WWW-Authenticate": "Bearer"})
+    g.client_id = "key:" + hashlib.sha256(given.encode()).hexdigest()[:12]
+
+
 def init_app(app):
     configured = app.config["KERNEL_ADMIN_KEY"]
     app.extensions["kernel.admin_key"] = configured or load_or_create_key(app.config["KERNEL_DATA_DIR"])
+    app.extensions["kernel.chat_keys"] = chat_keys(app.config)

@@ -204,6 +204,7 @@ class Generation:
     """
 
     def __init__(self, backend, request, client_gone=lambda: False, sources=()):
+        self.end = None  # why it ended: done, client_gone, backend_error, error
         self.backend = backend
         self.request = request
         self.client_gone = client_gone
@@ -220,6 +221,7 @@ class Generation:
             if batch != []:
                 return batch
             if self.client_gone():
+                self.end = "client_gone"
                 raise ClientGone()
             if deadline is not None and time.monotonic() >= deadline:
                 return batch
@@ -228,7 +230,8 @@ class Generation:
         """Wait up to ``timeout`` s for the first deltas. Errors raised here still become an HTTP status."""
         try:
             return self._next(timeout)
-        except BaseException:
+        except BaseException as exc:
+            self.end = self.end or ("backend_error" if isinstance(exc, BackendError) else "error")
             self.relay.close()
             raise
 
@@ -239,6 +242,10 @@ class Generation:
             if first is not None:
                 while (batch := self._next()) is not None:
                     parts.extend(batch)
+            self.end = "done"
+        except BaseException as exc:
+            self.end = self.end or ("backend_error" if isinstance(exc, BackendError) else "error")
+            raise
         finally:
             self.relay.close()
         return self.completion.whole("".join(parts), self.result)
@@ -261,14 +268,20 @@ class Generation:
             if include_usage:
                 tail.append(completion.usage_chunk(self.result.usage))
             tail.append(sse.DONE)
+            self.end = "done"
             yield b"".join(tail)
         except ClientGone:
             log.info("client went away while waiting for the backend; generation stopped")
-        except Exception as exc:  # GeneratorExit (client gone) is not an Exception and passes through
+        except GeneratorExit:  # the client went away: the server closes the response at the next write
+            self.end = self.end or "client_gone"
+            raise
+        except Exception as exc:
             status, message, code, _, _ = from_exception(exc)
             if isinstance(exc, BackendError):
+                self.end = "backend_error"
                 log.warning("backend error mid-stream (%s): %s", status, message)
             else:
+                self.end = "error"
                 log.exception("error mid-stream")
             yield sse.encode(error_body(status, message, code)) + sse.DONE
         finally:

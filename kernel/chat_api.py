@@ -8,7 +8,7 @@ so the official SDKs work unchanged with ``base_url="http://host:8002/v1"``.
 import select
 import socket
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 try:  # the real poll(2), even where gevent has patched the select module
     from gevent.monkey import get_original
@@ -17,11 +17,15 @@ try:  # the real poll(2), even where gevent has patched the select module
 except ImportError:  # pragma: no cover - gevent is a dependency
     _poll = select.poll
 
-from . import chat
+from . import chat, requestlog
+from .auth import require_chat_key
+from .errors import ApiError
 from .db import get_db
+from .limits import StreamLimit
 from .schema import validated_body
 
 bp = Blueprint("chat", __name__)
+bp.before_request(require_chat_key)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -70,8 +74,25 @@ def respond(chat_backend, chat_request, body, stream_default, sources=()):
     documents retrieval drew on, named in the first chunk. Shared by every chat route, the registry's
     included.
     """
+    limit = current_app.extensions["kernel.stream_limit"]
+    client = g.get("client_id") or request.remote_addr
+    if not limit.acquire(client):
+        raise ApiError(429, f"Too many concurrent requests from this client (KERNEL_MAX_STREAMS_PER_CLIENT="
+                       f"{limit.limit}); wait for one to finish", code="too_many_streams", headers={"Retry-After": "1"})
+    try:
+        response = _answer(chat_backend, chat_request, body, stream_default, sources)
+    except BaseException:
+        limit.release(client)
+        raise
+    response.call_on_close(lambda: limit.release(client))
+    return response
+
+
+def _answer(chat_backend, chat_request, body, stream_default, sources):
     stream = body.get("stream", stream_default)
     generation = chat.Generation(chat_backend, chat_request, client_gone_probe(request.environ), sources)
+    request.environ[requestlog.BACKEND] = chat_backend.name
+    request.environ[requestlog.STREAM] = generation
     ping_s = current_app.config["KERNEL_SSE_PING_S"]
     try:
         first = generation.first(timeout=ping_s if stream else None)
@@ -106,4 +127,5 @@ def list_models():
 
 
 def init_app(app):
+    app.extensions["kernel.stream_limit"] = StreamLimit(app.config["KERNEL_MAX_STREAMS_PER_CLIENT"])
     app.register_blueprint(bp)

@@ -13,6 +13,7 @@ from .auth import require_admin
 from .db import get_db, offload
 from .errors import ApiError
 from .schema import validate, validated_body
+from .security import accepts_multipart
 from .store import knowledge
 
 bp = Blueprint("documents", __name__, url_prefix="/api/kernel2/documents")
@@ -38,10 +39,11 @@ def _upload():
 
 
 @bp.post("")
+@accepts_multipart
 def add_document():
     if request.mimetype == "multipart/form-data":
         title, content, source = _upload()
-    else:  # JSON, whatever the Content-Type says (curl -d sends form-urlencoded)
+    else:
         body = validated_body("document_create")
         title, content, source = body["title"], body["content"], body.get("source")
     document, created = offload(

@@ -96,7 +96,7 @@ class Server:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow to boot under load
                 time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not come up in {timeout} s:\n{self.log()}")
 
@@ -104,7 +104,9 @@ class Server:
         return Path(self.log_path).read_text(errors="replace")
 
     def post(self, path, body, **kwargs):
-        return requests.post(self.url + path, data=json.dumps(body), timeout=kwargs.pop("timeout", 30), **kwargs)
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return requests.post(self.url + path, data=json.dumps(body), headers=headers,
+                             timeout=kwargs.pop("timeout", 30), **kwargs)
 
     def stop(self):
         self.process.terminate()

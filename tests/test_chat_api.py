@@ -33,22 +33,37 @@ def test_stream_defaults_per_route(client, path, body, streams):
         assert response.get_json()["model"] == "echo"
 
 
-def test_body_without_json_content_type_is_accepted(client):
-    response = client.post("/api/kernel2/chat", data=json.dumps({**HELLO, "stream": False}))
-    assert response.status_code == 200
+@pytest.mark.parametrize(
+    "content_type, status",
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("text/plain", 415),  # what a cross-site form or fetch sends without asking the server first
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+        (None, 415),  # a Blob body with no type is sent cross-site without a preflight too
+    ],
+)
+def test_only_json_bodies_are_accepted(client, content_type, status):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/api/kernel2/chat", data=json.dumps({**HELLO, "stream": False}), headers=headers)
+    assert response.status_code == status
+    if status == 415:
+        assert response.get_json()["error"]["code"] == "unsupported_media_type"
+        assert "application/json" in response.get_json()["message"]
 
 
 @pytest.mark.parametrize(
     "method, path, kwargs, status, code, words",
     [
-        ("post", "/api/kernel2/chat", {"data": "{"}, 400, "invalid_json", "not valid JSON"),
-        ("post", "/api/kernel2/chat", {"data": b"\xff\xfe"}, 400, "invalid_json", "not valid JSON"),
-        ("post", "/api/kernel2/chat", {"data": "  "}, 400, "invalid_json", "empty"),
+        ("post", "/api/kernel2/chat", {"data": "{", "content_type": "application/json"}, 400, "invalid_json", "not valid JSON"),
+        ("post", "/api/kernel2/chat", {"data": b"\xff\xfe", "content_type": "application/json"}, 400, "invalid_json", "not valid JSON"),
+        ("post", "/api/kernel2/chat", {"data": "  ", "content_type": "application/json"}, 400, "invalid_json", "empty"),
         ("post", "/api/kernel2/chat", {"json": {"messages": [{"role": "x", "content": "y"}]}}, 400, "invalid_request", "messages[0].role"),
         ("get", "/api/kernel2/chat", {}, 405, "method_not_allowed", "use POST"),
         ("delete", "/v1/models", {}, 405, "method_not_allowed", "use GET"),
         ("get", "/v2/nothing", {}, 404, "not_found", "GET /v2/nothing does not exist"),
-        ("post", "/api/kernel2/chat", {"data": "x" * (10 * 1024 * 1024 + 1)}, 413, "payload_too_large", "10485760 bytes"),
+        ("post", "/api/kernel2/chat", {"data": "x" * (10 * 1024 * 1024 + 1), "content_type": "application/json"}, 413, "payload_too_large", "10485760 bytes"),
     ],
 )
 def test_errors_use_the_envelope(client, method, path, kwargs, status, code, words):

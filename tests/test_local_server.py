@@ -60,9 +60,10 @@ def test_health_answers_quickly_while_the_model_generates(local_server):
 
 
 def test_a_departed_client_frees_the_model(local_server):
-    sock = socket.create_connection(("127.0.0.1", local_server.port))
+    sock = socket.create_connection(("127.0.0.1", local_server.port), timeout=30)
     body = json.dumps({"messages": QUESTION, "max_tokens": 2000, "temperature": 0}).encode()
-    sock.sendall(b"POST /api/kernel2/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    sock.sendall(b"POST /api/kernel2/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     received = b""
     while received.count(b'"content":"') < 4:
         received += sock.recv(65536)

@@ -79,7 +79,7 @@ def read_streams(sockets, deadline):
 def concurrent_streams(server, model, count):
     """``count`` streams open at once on raw sockets; the full answers."""
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "model": model, "stream": True})
-    request = (f"POST /api/kernel2/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = (f"POST /api/kernel2/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
     sockets = []
     try:

@@ -186,7 +186,8 @@ def test_seed_defaults_are_sent(server, upstream):
     ],
 )
 def test_error_envelope(server, method, path, body, status, code):
-    response = requests.request(method, server.url + path, data=body, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    response = requests.request(method, server.url + path, data=body, headers=headers, timeout=10)
     assert response.status_code == status
     envelope = response.json()
     assert envelope["success"] is False and envelope["code"] == status
@@ -275,10 +276,10 @@ def test_pings_when_the_upstream_is_silent_after_its_headers(server):
 
 
 def _disconnect_after(server, model, read_bytes):
-    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     body = json.dumps({"messages": HELLO, "model": model}).encode()
     sock.sendall(
-        b"POST /api/kernel2/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /api/kernel2/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     received = b""
