@@ -32,6 +32,15 @@ def _non_negative_int(value):
     return number
 
 
+def _choice(*allowed):
+    def parse(value):
+        if value.lower() not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return value.lower()
+
+    return parse
+
+
 # name: (default, parser). Defaults are documented in the README's configuration table.
 SETTINGS = {
     "KERNEL_BACKEND": ("auto", _text),
@@ -43,12 +52,27 @@ SETTINGS = {
     "KERNEL_MAX_BODY_BYTES": (10 * 1024 * 1024, _positive_int),
     "KERNEL_DATA_DIR": ("./data", _text),
     "KERNEL_ADMIN_KEY": ("", _text),
+    "KERNEL_LOG_FORMAT": ("text", _choice("text", "json")),
+    "KERNEL_ALLOWED_HOSTS": ("", _text),
+    "KERNEL_TRUSTED_PROXIES": (0, _non_negative_int),
+    "KERNEL_CORS_ORIGINS": ("", _text),
+    "KERNEL_CHAT_KEYS": ("", _text),
+    "KERNEL_CHAT_KEYS_FILE": ("", _text),
+    "KERNEL_MAX_STREAMS_PER_CLIENT": (0, _non_negative_int),
     "KERNEL_L0_CHUNK_CHARS": (1000, _positive_int),
     "KERNEL_L0_TOP_K": (3, _positive_int),
     "KERNEL_LOCAL_MODEL_PATH": ("", _text),
     "KERNEL_LOCAL_CTX": (2048, _positive_int),
     "KERNEL_LOCAL_THREADS": (0, _non_negative_int),
     "KERNEL_LOCAL_QUEUE": (8, _non_negative_int),
+    # gunicorn reads it too (gunicorn.conf.py); the registry needs it to decide about tunnels.
+    "KERNEL_WORKERS": (1, _positive_int),
+    "KERNEL_TUNNELS": ("auto", _choice("auto", "on", "off")),
+    "KERNEL_PROBE_INTERVAL_S": (10.0, _positive_float),
+    "KERNEL_TUNNEL_PING_S": (10.0, _positive_float),
+    "KERNEL_TUNNEL_TIMEOUT_S": (30.0, _positive_float),
+    "KERNEL_TUNNEL_MAX_MESSAGE_BYTES": (1024 * 1024, _positive_int),
+    "KERNEL_TUNNEL_MAX_STREAMS": (1000, _positive_int),
 }
 
 

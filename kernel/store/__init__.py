@@ -58,6 +58,29 @@ MIGRATIONS = [
     ALTER TABLE roles ADD COLUMN is_default INTEGER NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX roles_one_default ON roles (is_default) WHERE is_default = 1;
     """,
+    # 3: the registry (kernel.registry): instances, their status, and the lease that picks the prober.
+    """
+    CREATE TABLE instances (
+        instance_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        mode TEXT NOT NULL CHECK (mode IN ('direct', 'tunnel')),
+        endpoint TEXT,
+        api_key TEXT,
+        model TEXT,
+        secret_sha256 TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'offline' CHECK (status IN ('online', 'offline')),
+        connection_id TEXT,
+        last_seen_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE registry_leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 ]
 
 
