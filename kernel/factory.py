@@ -5,8 +5,9 @@ import uuid
 
 from flask import Flask, g, request
 
-from . import auth, backends, chat_api, cli, db, documents_api, errors, health, roles_api
+from . import auth, backends, chat_api, cli, db, documents_api, errors, health, requestlog, roles_api, security
 from . import config as settings
+from . import openapi, registry, web
 
 log = logging.getLogger("kernel")
 
@@ -29,6 +30,9 @@ def _request_ids(app):
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         ok = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
         g.request_id = incoming if ok else "req_" + uuid.uuid4().hex
+        request.environ[requestlog.REQUEST_ID] = g.request_id
+        if request.url_rule is not None:
+            request.environ[requestlog.ROUTE] = request.url_rule.rule
 
     @app.after_request
     def send_request_id(response):
@@ -52,12 +56,17 @@ def create_app(config=None):
         raise
 
     errors.init_app(app)
+    requestlog.init_app(app)
     _request_ids(app)
+    security.init_app(app)
     db.init_app(app)
     auth.init_app(app)
     chat_api.init_app(app)
     roles_api.init_app(app)
     documents_api.init_app(app)
     health.init_app(app)
+    web.init_app(app)
+    registry.init_app(app)
+    openapi.init_app(app)
     cli.init_app(app)
     return app
