@@ -50,15 +50,23 @@ run: $(VENV)/.local
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.dev
+# Plus real upstream servers of other kinds for the relay benchmarks.
+$(VENV)/.bench: $(VENV)/.dev requirements-bench.txt $(LOCK)
+	$(PIP) install --quiet -r requirements-bench.txt -c $(LOCK)
+	touch $@
+
+bench: $(VENV)/.bench
 	$(BIN)/python -m bench.relay
+	$(BIN)/python -m bench.relay_load
+	$(BIN)/python -m bench.registry
+	$(BIN)/python -m bench.nginx
 	$(BIN)/python -m bench.knowledge
 	$(BIN)/python -m bench.local
 
 # Re-resolve every pinned version from the requirement ranges (then run `make test` before committing).
 lock: $(VENV)/.dev
 	$(BIN)/pip-compile --quiet --upgrade --strip-extras --allow-unsafe --no-emit-index-url \
-		--no-emit-find-links --output-file $(LOCK) requirements-dev.txt requirements-local.txt
+		--no-emit-find-links --output-file $(LOCK) requirements-bench.txt requirements-local.txt
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
