@@ -17,8 +17,16 @@ worker_class = "gevent"
 worker_connections = int(os.environ.get("KERNEL_WORKER_CONNECTIONS", "1000"))
 # Streams are long-lived, but the gevent worker keeps heart-beating while the hub is free.
 timeout = 30
-graceful_timeout = 30
+# On a stop or reload, streams in flight get this long to finish; those still running a few seconds before it
+# end with an error event and [DONE] (kernel/shutdown.py), never a cut connection.
+graceful_timeout = int(float(os.environ.get("KERNEL_GRACEFUL_TIMEOUT_S", "30")))
+os.environ["KERNEL_GRACEFUL_TIMEOUT_S"] = str(graceful_timeout)
 keepalive = 5
+
+# Metrics: every worker writes its figures to files here, which /metrics adds up (prometheus_client).
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.environ.get("KERNEL_DATA_DIR") or "./data", "metrics")
+)
 
 # gunicornc's control socket lives with the instance's data, so several instances never share one.
 control_socket = os.path.join(os.environ.get("KERNEL_DATA_DIR") or "./data", "gunicorn.ctl")
@@ -32,6 +40,10 @@ if _soft != resource.RLIM_INFINITY and _soft < _want:
 
 
 def on_starting(server):
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for name in os.listdir(_metrics_dir):  # figures of an earlier run
+        if name.endswith(".db"):
+            os.remove(os.path.join(_metrics_dir, name))
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     server.log.info("%d worker(s), %d connections each, open-file limit %d", workers, worker_connections, limit)
     if limit < 2 * worker_connections + 64:
@@ -48,3 +60,11 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("KERNEL_LOG_LEVEL", "info")
 proc_name = "kernel-chat"
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges (chats in flight, queue depth) no longer count.
+    for mode in ("liveall", "livesum", "livemax", "livemin", "livemostrecent"):
+        path = os.path.join(_metrics_dir, f"gauge_{mode}_{worker.pid}.db")
+        if os.path.exists(path):
+            os.remove(path)

@@ -196,6 +196,14 @@ class ClientGone(Exception):
     """The client closed its connection before the answer was ready."""
 
 
+class ShuttingDown(BackendError):
+    """This worker is stopping and the answer did not finish in time."""
+
+    status = 503
+    code = "shutting_down"
+    retry_after = 1
+
+
 class Generation:
     """A started generation: the backend runs in a relay; the first items (or the failure) are awaited.
 
@@ -203,11 +211,14 @@ class Generation:
     that leaves stops its generation promptly, even while the backend is silent.
     """
 
-    def __init__(self, backend, request, client_gone=lambda: False, sources=()):
+    def __init__(self, backend, request, client_gone=lambda: False, sources=(), stopping=lambda: False):
         self.end = None  # why it ended: done, client_gone, backend_error, error
+        self.error_code = None  # the backend error's code, when it ended so
+        self.streaming = True  # False: the answer goes out whole (stream: false)
         self.backend = backend
         self.request = request
         self.client_gone = client_gone
+        self.stopping = stopping
         self.result = Result()
         self.completion = Completion(backend.model_for(request.model), fingerprint(backend), sources)
         self.relay = Relay(backend.generate(request, self.result))
@@ -216,6 +227,8 @@ class Generation:
         """The next batch as :meth:`Relay.next_batch` gives it; ``[]`` only once ``timeout`` has passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self.stopping():
+                raise ShuttingDown("the server is restarting and this answer did not finish in time; try again")
             wait = PROBE_INTERVAL_S if deadline is None else min(PROBE_INTERVAL_S, deadline - time.monotonic())
             batch = self.relay.next_batch(max(wait, 0))
             if batch != []:
@@ -226,12 +239,22 @@ class Generation:
             if deadline is not None and time.monotonic() >= deadline:
                 return batch
 
+    def _failed(self, exc):
+        if self.end is not None:
+            return
+        if isinstance(exc, BackendError):
+            self.end, self.error_code = "backend_error", exc.code
+        elif isinstance(exc, (GeneratorExit, ClientGone)):
+            self.end = "client_gone"
+        else:
+            self.end = "error"
+
     def first(self, timeout):
         """Wait up to ``timeout`` s for the first deltas. Errors raised here still become an HTTP status."""
         try:
             return self._next(timeout)
         except BaseException as exc:
-            self.end = self.end or ("backend_error" if isinstance(exc, BackendError) else "error")
+            self._failed(exc)
             self.relay.close()
             raise
 
@@ -244,7 +267,7 @@ class Generation:
                     parts.extend(batch)
             self.end = "done"
         except BaseException as exc:
-            self.end = self.end or ("backend_error" if isinstance(exc, BackendError) else "error")
+            self._failed(exc)
             raise
         finally:
             self.relay.close()
@@ -277,11 +300,10 @@ class Generation:
             raise
         except Exception as exc:
             status, message, code, _, _ = from_exception(exc)
+            self._failed(exc)
             if isinstance(exc, BackendError):
-                self.end = "backend_error"
                 log.warning("backend error mid-stream (%s): %s", status, message)
             else:
-                self.end = "error"
                 log.exception("error mid-stream")
             yield sse.encode(error_body(status, message, code)) + sse.DONE
         finally:

@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - gevent is a dependency
 from . import chat, requestlog
 from .auth import require_chat_key
 from .errors import ApiError
+from .instruments import STREAMS
 from .db import get_db
 from .limits import StreamLimit
 from .schema import validated_body
@@ -79,18 +80,26 @@ def respond(chat_backend, chat_request, body, stream_default, sources=()):
     if not limit.acquire(client):
         raise ApiError(429, f"Too many concurrent requests from this client (KERNEL_MAX_STREAMS_PER_CLIENT="
                        f"{limit.limit}); wait for one to finish", code="too_many_streams", headers={"Retry-After": "1"})
+    STREAMS.inc()
+
+    def done():
+        limit.release(client)
+        STREAMS.dec()
+
     try:
         response = _answer(chat_backend, chat_request, body, stream_default, sources)
     except BaseException:
-        limit.release(client)
+        done()
         raise
-    response.call_on_close(lambda: limit.release(client))
+    response.call_on_close(done)
     return response
 
 
 def _answer(chat_backend, chat_request, body, stream_default, sources):
     stream = body.get("stream", stream_default)
-    generation = chat.Generation(chat_backend, chat_request, client_gone_probe(request.environ), sources)
+    generation = chat.Generation(chat_backend, chat_request, client_gone_probe(request.environ), sources,
+                                 current_app.extensions["kernel.shutdown"].expired)
+    generation.streaming = stream
     request.environ[requestlog.BACKEND] = chat_backend.name
     request.environ[requestlog.STREAM] = generation
     ping_s = current_app.config["KERNEL_SSE_PING_S"]

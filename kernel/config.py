@@ -59,6 +59,9 @@ SETTINGS = {
     "KERNEL_CHAT_KEYS": ("", _text),
     "KERNEL_CHAT_KEYS_FILE": ("", _text),
     "KERNEL_MAX_STREAMS_PER_CLIENT": (0, _non_negative_int),
+    "KERNEL_METRICS_ALLOW": ("127.0.0.0/8,::1/128", _text),
+    # gunicorn.conf.py reads it (and tells the app); kernel/shutdown.py acts on it.
+    "KERNEL_GRACEFUL_TIMEOUT_S": (30.0, _positive_float),
     "KERNEL_L0_CHUNK_CHARS": (1000, _positive_int),
     "KERNEL_L0_TOP_K": (3, _positive_int),
     "KERNEL_LOCAL_MODEL_PATH": ("", _text),

@@ -5,9 +5,9 @@ import uuid
 
 from flask import Flask, g, request
 
-from . import auth, backends, chat_api, cli, db, documents_api, errors, health, requestlog, roles_api, security
+from . import auth, backends, chat_api, cli, db, documents_api, errors, health, requestlog, roles_api, security, shutdown
 from . import config as settings
-from . import openapi, registry, web
+from . import metrics, openapi, registry, web
 
 log = logging.getLogger("kernel")
 
@@ -41,7 +41,7 @@ def _request_ids(app):
 
 
 def create_app(config=None):
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the web page serves its own files (kernel/web)
     app.config.update(settings.from_environ())
     app.config.update(config or {})
     app.config["MAX_CONTENT_LENGTH"] = app.config["KERNEL_MAX_BODY_BYTES"]
@@ -59,6 +59,7 @@ def create_app(config=None):
     requestlog.init_app(app)
     _request_ids(app)
     security.init_app(app)
+    shutdown.init_app(app)
     db.init_app(app)
     auth.init_app(app)
     chat_api.init_app(app)
@@ -67,6 +68,7 @@ def create_app(config=None):
     health.init_app(app)
     web.init_app(app)
     registry.init_app(app)
+    metrics.init_app(app)
     openapi.init_app(app)
     cli.init_app(app)
     return app

@@ -33,7 +33,8 @@ ERRORS = {
     413: "The body is larger than `KERNEL_MAX_BODY_BYTES`",
     415: "The body is not `application/json` (or `multipart/form-data` where the route takes uploads)",
     422: "Invalid request: the body or a query parameter breaks the schema (`error.param` names the field)",
-    429: "The upstream is rate limiting (its `Retry-After` is passed on)",
+    429: "Too many concurrent chats from this client (`KERNEL_MAX_STREAMS_PER_CLIENT`), or the upstream is rate "
+         "limiting (with `Retry-After`)",
     502: "The upstream answered with an error or something that is not a valid answer",
     503: "The backend is unavailable or busy, or the database stayed locked (with `Retry-After` where known)",
     504: "The backend was silent for `KERNEL_UPSTREAM_TIMEOUT_S`",
@@ -50,6 +51,7 @@ BACKEND_ERRORS = (429, 502, 503, 504)  # every route that runs a chat on a backe
 DB_ERRORS = (503,)  # the database stayed locked past its busy timeout
 
 ADMIN = [{"adminKey": []}]
+CHAT = [{}, {"chatKey": []}, {"adminKey": []}]  # open unless KERNEL_CHAT_KEYS is set
 ADMIN_OR_INSTANCE = [{"adminKey": []}, {"instanceSecret": []}]
 INSTANCE = [{"instanceSecret": []}]
 
@@ -185,9 +187,9 @@ def _chat_paths():
             "chat", operation_id, summary,
             f"OpenAI Chat Completions request plus `metadata` (`role_id`, `enable_l0_retrieval`); `stream` defaults "
             f"to {stream_default}. See docs/protocol.md.",
-            responses(chat_answer(), 400, *BODY_ERRORS, *BACKEND_ERRORS,
+            responses(chat_answer(), 400, 401, *BODY_ERRORS, *BACKEND_ERRORS,
                       e404="`metadata.role_id` names no stored role (`role_not_found`)"),
-            body=json_body("chat_request"),
+            body=json_body("chat_request"), security=CHAT,
         )
 
     return {
@@ -196,7 +198,8 @@ def _chat_paths():
         "/v1/models": {
             "get": operation(
                 "chat", "listModels", "The backend's models", "The models the backend serves, as OpenAI lists them.",
-                responses({200: ok("The models", ref("responses", "/$defs/model_list"))}, 502, 503, 504),
+                responses({200: ok("The models", ref("responses", "/$defs/model_list"))}, 401, 502, 503, 504),
+                security=CHAT,
             )
         },
     }
@@ -308,9 +311,9 @@ def _registry_paths():
         "The kernel2 chat request with this endpoint's defaults: `temperature` 0.7 (0-1), `max_tokens` 2000, "
         "`stream` true unless `Accept` prefers `application/json`. Errors of the instance are passed on. "
         "See docs/registry.md.",
-        responses(chat_answer(), 422, *BODY_ERRORS, *BACKEND_ERRORS,
+        responses(chat_answer(), 401, 422, *BODY_ERRORS, *BACKEND_ERRORS,
                   e400="The instance refused the request (`rejected_by_backend`)", e404=unknown),
-        body=json_body("registry_chat_request"),
+        body=json_body("registry_chat_request"), security=CHAT,
     )
     return {
         "/api/instances": {
@@ -416,6 +419,16 @@ def _other_paths():
                           e404="No such file"),
             ),
         },
+        "/metrics": {
+            "get": operation(
+                "meta", "metrics", "Prometheus metrics",
+                "Requests, latency, time to first chunk, tokens, chats in flight, backend errors, the local model's "
+                "queue and the registry, summed over every worker. Open to `KERNEL_METRICS_ALLOW` (loopback by "
+                "default).",
+                responses({200: ok("The metrics", {"type": "string"}, "text/plain")},
+                          e403="Not open to this address (`KERNEL_METRICS_ALLOW`)"),
+            ),
+        },
         "/openapi.json": {
             "get": operation(
                 "meta", "openapi", "This document", "OpenAPI 3.1, built from `schemas/` when the server starts.",
@@ -447,6 +460,8 @@ def build_document():
             "securitySchemes": {
                 "adminKey": {"type": "http", "scheme": "bearer",
                              "description": "The admin key: `KERNEL_ADMIN_KEY`, or `<KERNEL_DATA_DIR>/admin.key`"},
+                "chatKey": {"type": "http", "scheme": "bearer",
+                            "description": "A chat key from `KERNEL_CHAT_KEYS`: needed on chat routes when any is set"},
                 "instanceSecret": {"type": "http", "scheme": "bearer",
                                    "description": "A registered instance's own secret (`kis_…`), shown once when "
                                                   "it is registered or rotated; it grants access to that instance"},

@@ -20,7 +20,7 @@ log = logging.getLogger("kernel.access")
 # Set on the WSGI environ by the app while it handles the request.
 ROUTE = "kernel.route"
 BACKEND = "kernel.backend"
-STREAM = "kernel.stream"  # an object whose ``end`` says why a stream ended
+STREAM = "kernel.stream"  # a chat's generation: ``streaming``, and ``end``: why it ended
 REQUEST_ID = "kernel.request_id"
 
 
@@ -30,6 +30,7 @@ class RequestLog:
     def __init__(self, app, fmt="text"):
         self.app = app
         self.json = fmt == "json"
+        self.observers = []  # called with each request's fields and its stream (metrics)
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -49,13 +50,18 @@ class RequestLog:
             "route": environ.get(ROUTE) or "(no route)",
             "status": int(status[0].split(" ", 1)[0]) if status else 500,
             "ms": round((finished - started) * 1000, 1),
-            "ttfc_ms": round((first - started) * 1000, 1) if first is not None and stream is not None else None,
+            "ttfc_ms": round((first - started) * 1000, 1) if first is not None and getattr(stream, "streaming", False)
+            else None,
             "bytes": sent,
             "end": getattr(stream, "end", None),
             "backend": environ.get(BACKEND),
             "client": environ.get("REMOTE_ADDR"),
             "id": environ.get(REQUEST_ID),
         }
+        for observer in self.observers:
+            observer(fields, stream)
+        if not log.isEnabledFor(logging.INFO):
+            return
         if self.json:
             log.info(json.dumps(fields, separators=(",", ":")))
             return
@@ -104,4 +110,4 @@ def init_app(app):
         log.handlers = [handler]
         log.propagate = False
         log.setLevel(logging.INFO)
-    app.wsgi_app = RequestLog(app.wsgi_app, fmt)
+    app.wsgi_app = app.extensions["kernel.request_log"] = RequestLog(app.wsgi_app, fmt)

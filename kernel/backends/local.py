@@ -28,6 +28,7 @@ from pathlib import Path
 import gevent
 from gevent.lock import Semaphore
 
+from ..instruments import LOCAL_QUEUE
 from .base import Backend, BackendUnavailable, RejectedRequest
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,12 @@ class LocalBackend(Backend):
                 retry_after=RETRY_AFTER_S,
             )
         self._waiting += 1
+        LOCAL_QUEUE.inc()
         try:
             self._turn.acquire()
         finally:
             self._waiting -= 1
+            LOCAL_QUEUE.dec()
         try:
             yield from self._generate(request, result)
         finally:

@@ -8,6 +8,7 @@ from gevent.queue import Empty
 
 from kernel.backends.base import Backend, BackendTimeout, BackendUnavailable
 from kernel.backends.openai import OpenAIBackend
+from kernel.instruments import TUNNEL_CHATS
 
 from .tunnel import Done
 
@@ -82,6 +83,7 @@ class TunnelBackend(Backend):
 
     def generate(self, request, result):
         stream = self.connection.start(request, self.retry_after)
+        TUNNEL_CHATS.inc()
         try:
             while True:
                 try:
@@ -98,4 +100,5 @@ class TunnelBackend(Backend):
                 else:
                     raise item
         finally:
+            TUNNEL_CHATS.dec()
             self.connection.finish(stream)

@@ -11,6 +11,7 @@ non-streamed calls, and expects one ``chat.completion`` back.
 
 from flask import Blueprint, current_app, request
 
+from kernel.auth import require_chat_key
 from kernel.chat import build_request
 from kernel.chat_api import respond
 from kernel.db import get_db
@@ -40,6 +41,8 @@ def chat(instance_id):
         row = instances.get_full(get_db(), instance_id)
     except NotFound:
         raise ApiError(404, f"No instance with id {instance_id!r}", code="instance_not_found") from None
+    if not row["public"]:
+        require_chat_key()  # open unless KERNEL_CHAT_KEYS is set
     body = validated_body("registry_chat_request", status=422)
     backend = current_app.extensions["kernel.registry"].backend_for(row)
     chat_request = build_request(body, temperature=TEMPERATURE, max_tokens=MAX_TOKENS)

@@ -15,9 +15,9 @@ import uuid
 from kernel.store import NotFound, now, write
 
 SECRET_PREFIX = "kis_"
-PUBLIC_FIELDS = ("instance_id", "name", "description", "mode", "status", "endpoint", "model",
+PUBLIC_FIELDS = ("instance_id", "name", "description", "mode", "status", "public", "endpoint", "model",
                  "last_seen_at", "created_at", "updated_at")
-EDITABLE = ("name", "description", "endpoint", "api_key", "model")
+EDITABLE = ("name", "description", "public", "endpoint", "api_key", "model")
 NULLABLE = ("endpoint", "api_key", "model")
 
 
@@ -37,7 +37,9 @@ def valid_id(instance_id):
 
 
 def _public(row):
-    return {name: row[name] for name in PUBLIC_FIELDS}
+    fields = {name: row[name] for name in PUBLIC_FIELDS}
+    fields["public"] = bool(fields["public"])
+    return fields
 
 
 def _row(conn, instance_id):
@@ -49,7 +51,7 @@ def _row(conn, instance_id):
     return row
 
 
-def create(conn, name, description="", endpoint=None, api_key=None, model=None):
+def create(conn, name, description="", endpoint=None, api_key=None, model=None, public=False):
     """A new instance: ``(public fields, secret)``. The secret is shown this once."""
     instance_id = str(uuid.uuid4())
     secret = new_secret()
@@ -57,9 +59,9 @@ def create(conn, name, description="", endpoint=None, api_key=None, model=None):
     mode = "direct" if endpoint else "tunnel"
     with write(conn):
         conn.execute(
-            "INSERT INTO instances (instance_id, name, description, mode, endpoint, api_key, model,"
-            " secret_sha256, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (instance_id, name, description, mode, endpoint or None, api_key or None, model or None,
+            "INSERT INTO instances (instance_id, name, description, mode, public, endpoint, api_key, model,"
+            " secret_sha256, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (instance_id, name, description, mode, int(public), endpoint or None, api_key or None, model or None,
              secret_hash(secret), stamp, stamp),
         )
     return get(conn, instance_id), secret
@@ -82,6 +84,8 @@ def page(conn, limit, offset):
 
 def update(conn, instance_id, **changes):
     changes = {k: (v or None) if k in NULLABLE else v for k, v in changes.items() if k in EDITABLE}
+    if "public" in changes:
+        changes["public"] = int(changes["public"])
     assignments = "".join(f"{name} = ?, " for name in changes)
     with write(conn):
         cursor = conn.execute(

@@ -81,6 +81,10 @@ MIGRATIONS = [
         expires_at REAL NOT NULL
     );
     """,
+    # 4: an instance open to chat without a chat key (when KERNEL_CHAT_KEYS is set).
+    """
+    ALTER TABLE instances ADD COLUMN public INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
