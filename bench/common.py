@@ -64,9 +64,15 @@ def start_gunicorn(env):
     return process, f"http://127.0.0.1:{port}"
 
 
-def worker_pids(master_pid):
+def worker_pids(master_pid, timeout=30.0):
+    """The worker processes of a gunicorn master, once it has booted at least one."""
     path = Path(f"/proc/{master_pid}/task/{master_pid}/children")
-    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(pid) for pid in path.read_text().split()] if path.exists() else []
+        if pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
 
 
 def cpu_seconds(pid):

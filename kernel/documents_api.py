@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 from .auth import require_admin
 from .db import get_db, offload
 from .errors import ApiError
-from .schema import validate, validated_body
+from .schema import page_arguments, validated_body
 from .security import accepts_multipart
 from .store import knowledge
 
@@ -52,23 +52,9 @@ def add_document():
     return jsonify(document), 201 if created else 200
 
 
-def _page_arguments():
-    arguments = {}
-    for name in ("limit", "offset"):
-        raw = request.args.get(name)
-        if raw is None:
-            continue
-        try:
-            arguments[name] = int(raw)
-        except ValueError:
-            raise ApiError(400, f"{name}: {raw!r} is not a whole number", code="invalid_request", param=name) from None
-    validate("page_query", arguments)
-    return arguments.get("limit", 50), arguments.get("offset", 0)
-
-
 @bp.get("")
 def list_documents():
-    limit, offset = _page_arguments()
+    limit, offset = page_arguments()
     documents, total = knowledge.page(get_db(), limit, offset)
     return jsonify({"object": "list", "data": documents, "total": total, "limit": limit, "offset": offset})
 

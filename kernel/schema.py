@@ -131,3 +131,19 @@ def validated_body(name, status=400):
     body = json_body(status)
     validate(name, body, status)
     return body
+
+
+def page_arguments(status=400):
+    """``(limit, offset)`` from the query string, checked against ``schemas/page_query.json``."""
+    arguments = {}
+    for name in ("limit", "offset"):
+        raw = request.args.get(name)
+        if raw is None:
+            continue
+        try:
+            arguments[name] = int(raw)
+        except ValueError:
+            raise ApiError(status, f"{name}: {raw!r} is not a whole number", code="invalid_request",
+                           param=name) from None
+    validate("page_query", arguments, status)
+    return arguments.get("limit", 50), arguments.get("offset", 0)

@@ -1,7 +1,6 @@
 """The registry with real processes: a registry server (gunicorn, gevent worker), a kernel relaying to the
 test upstream (conftest's ``server``), and the connector between them (``flask --app app connect``)."""
 
-import http.client
 import json
 import signal
 import threading
@@ -14,6 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import sse_events
+from tests.seed_examples import REGISTRY_PYTHON, http_client_example
 from tests.registry_fixtures import (  # noqa: F401  (registry is a fixture)
     ADMIN,
     Connector,
@@ -112,54 +112,14 @@ def test_openai_sdk(tunnel):
     assert invalid.value.body["param"] == "temperature"
 
 
-def seed_example(url, path, instance_id):
+def test_seed_http_client_example(tunnel):
     """Seed 001's Python example, verbatim but for the host (plain HTTP here) and the instance id."""
-    path = path.replace("{instance_id}", instance_id)
-    headers = {"Content-Type": "application/json"}
-    data = {
-        "messages": [
-            {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Hello, please introduce yourself."}
-        ],
-        "metadata": {
-            "enable_l0_retrieval": False,
-            "role_id": "default_role"
-        },
-        "temperature": 0.7,
-        "max_tokens": 2000,
-        "stream": True
-    }
-    # Prepare the connection
-    conn = http.client.HTTPConnection(url)
-    # Send the POST request
-    conn.request("POST", path, body=json.dumps(data), headers=headers)
-    # Get the response
-    response = conn.getresponse()
-    # Read the body line by line
-    for line in response:
-        if line:
-            decoded_line = line.decode('utf-8').strip()
-            if decoded_line == 'data: [DONE]':
-                break
-            if decoded_line.startswith('data: '):
-                try:
-                    json_str = decoded_line[6:]
-                    chunk = json.loads(json_str)
-                    content = chunk['choices'][0]['delta'].get('content', '')
-                    if content:
-                        print(content, end='', flush=True)
-                except json.JSONDecodeError:
-                    pass
-    # Close the connection when done
-    conn.close()
-
-
-def test_seed_http_client_example(tunnel, capsys):
     registry, instance, _ = tunnel
     host = registry.url.split("//", 1)[1]
     for path in ("/api/chat/{instance_id}", "/api/chat/{instance_id}/chat/completions"):
-        seed_example(host, path, instance["instance_id"])
-        assert capsys.readouterr().out == "Hello, please introduce yourself."
+        printed, done = http_client_example(host, path.replace("{instance_id}", instance["instance_id"]),
+                                            REGISTRY_PYTHON)
+        assert done and printed == "Hello, please introduce yourself."
 
 
 def test_50_concurrent_chats_take_about_as_long_as_one(tunnel):

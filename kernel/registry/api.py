@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from kernel.auth import require_admin
 from kernel.db import get_db, offload
 from kernel.errors import ApiError, error_response
-from kernel.schema import validate, validated_body
+from kernel.schema import page_arguments, validated_body
 from kernel.store import NotFound
 
 from . import ws
@@ -65,20 +65,6 @@ def not_found(exc):
     return error_response(404, f"No instance with id {instance_id!r}", code="instance_not_found")
 
 
-def _page_arguments():
-    arguments = {}
-    for name in ("limit", "offset"):
-        raw = request.args.get(name)
-        if raw is None:
-            continue
-        try:
-            arguments[name] = int(raw)
-        except ValueError:
-            raise ApiError(422, f"{name}: {raw!r} is not a whole number", code="invalid_request", param=name) from None
-    validate("page_query", arguments, status=422)
-    return arguments.get("limit", 50), arguments.get("offset", 0)
-
-
 @bp.post("")
 def create_instance():
     require_admin()
@@ -95,7 +81,7 @@ def create_instance():
 @bp.get("")
 def list_instances():
     require_admin()
-    limit, offset = _page_arguments()
+    limit, offset = page_arguments(status=422)
     data, total = instances.page(get_db(), limit, offset)
     return jsonify({"object": "list", "data": data, "total": total, "limit": limit, "offset": offset})
 
