@@ -21,7 +21,26 @@ def offload(function, *args, **kwargs):
     For writes: they may chunk and index megabytes, or wait for another worker's write lock, and
     SQLite releases the GIL while it works. The connection is used by one thread at a time.
     """
-    return gevent.get_hub().threadpool.apply(function, args, kwargs)
+    outcome = gevent.get_hub().threadpool.apply(_outcome, (function, args, kwargs))
+    if isinstance(outcome, _Raised):
+        raise outcome.exc
+    return outcome
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def _outcome(function, args, kwargs):
+    """The function's result, or its exception as a value: gevent's threadpool would print the traceback of
+    every exception raised in it (a 404 or a 409 is no news for the log), then raise it here anyway."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:
+        return _Raised(exc)
 
 
 def close_db(exc=None):

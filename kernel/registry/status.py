@@ -43,14 +43,16 @@ def _probe(registry, row):
     """
     url = row["endpoint"].rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {row['api_key']}"} if row["api_key"] else {}
-    manager = _manager(url)
+    manager = None
     try:
+        manager = _manager(url)
         response = manager.request("GET", url, headers=headers, timeout=PROBE_TIMEOUT, redirect=False)
         problem = None if response.status == 200 else f"GET /models answered {response.status}"
-    except (HTTPError, OSError) as exc:
+    except (HTTPError, OSError, ValueError) as exc:  # ValueError: an endpoint or key urllib3 cannot use
         problem = f"GET /models failed: {type(exc).__name__}"
     finally:
-        manager.clear()
+        if manager is not None:
+            manager.clear()
     if problem and row["status"] == "online":
         log.warning("instance %s went offline: %s", row["instance_id"], problem)
     return problem is None
