@@ -190,15 +190,21 @@ def master_pid(server):
     return server.process.pid
 
 
-def test_sigterm_mid_stream_delivers_the_whole_answer(start_server, upstream):
-    server = start_server(KERNEL_BACKEND="openai", KERNEL_UPSTREAM_URL=upstream.url)
-    response = chat(server, model="slow:10:0.2")
+def stream_through_sigterm(server, model):
+    """The events of a stream during which the server's master gets SIGTERM."""
+    response = chat(server, model=model)
     events = []
     reader = threading.Thread(target=read_stream, args=(response, events))
     reader.start()
     time.sleep(0.5)
     os.kill(master_pid(server), signal.SIGTERM)
     reader.join(30)
+    return events
+
+
+def test_sigterm_mid_stream_delivers_the_whole_answer(start_server, upstream):
+    server = start_server(KERNEL_BACKEND="openai", KERNEL_UPSTREAM_URL=upstream.url)
+    events = stream_through_sigterm(server, "slow:10:0.2")
     assert events[-1] == "[DONE]"
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"])
     assert text == "".join(f"t{i} " for i in range(10))
@@ -207,13 +213,7 @@ def test_sigterm_mid_stream_delivers_the_whole_answer(start_server, upstream):
 
 def test_a_stream_longer_than_the_graceful_timeout_ends_with_an_error_event(start_server, upstream):
     server = start_server(KERNEL_BACKEND="openai", KERNEL_UPSTREAM_URL=upstream.url, KERNEL_GRACEFUL_TIMEOUT_S=5)
-    response = chat(server, model="slow:100:0.1")
-    events = []
-    reader = threading.Thread(target=read_stream, args=(response, events))
-    reader.start()
-    time.sleep(0.5)
-    os.kill(master_pid(server), signal.SIGTERM)
-    reader.join(30)
+    events = stream_through_sigterm(server, "slow:100:0.1")
     assert events[-1] == "[DONE]", "the stream was cut instead of ended"
     assert events[-2]["error"]["code"] == "shutting_down"
     assert 0 < sum(1 for e in events if isinstance(e, dict) and e.get("choices")) < 100

@@ -123,7 +123,10 @@ class OpenAIBackend(Backend):
             self.headers["Authorization"] = f"Bearer {api_key}"
 
     def close(self):
-        self.pool.close() if hasattr(self.pool, "close") else self.pool.clear()
+        if isinstance(self.pool, urllib3.PoolManager):  # a ProxyManager
+            self.pool.clear()
+        else:
+            self.pool.close()
 
     # -- models and readiness -------------------------------------------------------------------------
 
@@ -200,7 +203,10 @@ class OpenAIBackend(Backend):
             yield from self._events(response, result)
             _release(response)
         finally:
-            response.release_conn() if response.isclosed() else response.close()
+            if response.isclosed():
+                response.release_conn()
+            else:
+                response.close()
 
     def _events(self, response, result):
         finish_reason = None

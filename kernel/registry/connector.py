@@ -237,20 +237,8 @@ class Session:
         threading.Thread(target=relay.run, daemon=True, name=f"chat-{request_id}").start()
 
     def _keepalive(self):
-        tick = min(self.ping_s, self.timeout_s / 4)
-        last_ping = time.monotonic()
-        while self.ws.closed is None:
-            time.sleep(tick)
-            now = time.monotonic()
-            if now - self.ws.last_received > self.timeout_s:
-                self.ws.close(protocol.SILENT, f"nothing from the registry for {self.timeout_s:g} s")
-                return
-            if now - last_ping >= self.ping_s:
-                last_ping = now
-                try:
-                    self.ws.ping()
-                except ws.Closed:
-                    return
+        ws.keep_alive(self.ws, self.ping_s, self.timeout_s, time.sleep, lambda: self.ws.closed is None,
+                      protocol.SILENT)
 
 
 class Connector:

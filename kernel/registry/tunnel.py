@@ -227,22 +227,8 @@ class TunnelConnection:
 
     def _keepalive(self):
         """Ping every ``ping_s``; close the connection after ``timeout_s`` without a byte from the instance."""
-        tick = min(self.ping_s, self.timeout_s / 4)
-        last_ping = time.monotonic()
-        while self.open:
-            gevent.sleep(tick)
-            now = time.monotonic()
-            if now - self.ws.last_received > self.timeout_s:
-                log.warning("instance %s: nothing received for %g s; closing its tunnel",
-                            self.instance_id, self.timeout_s)
-                self.ws.close(protocol.SILENT, f"nothing received for {self.timeout_s:g} s")
-                return
-            if now - last_ping >= self.ping_s:
-                last_ping = now
-                try:
-                    self.ws.ping()
-                except ws.Closed:
-                    return
+        if ws.keep_alive(self.ws, self.ping_s, self.timeout_s, gevent.sleep, lambda: self.open, protocol.SILENT):
+            log.warning("instance %s: nothing received for %g s; closed its tunnel", self.instance_id, self.timeout_s)
 
 
 class TunnelHub:

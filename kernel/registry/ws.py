@@ -192,6 +192,29 @@ class WebSocket:
 
 # -- handshakes ---------------------------------------------------------------------------------------
 
+def keep_alive(websocket, ping_s, timeout_s, sleep, still_open, silent_code):
+    """Ping every ``ping_s``; close ``websocket`` (``silent_code``) after ``timeout_s`` without a byte from
+    the other end. Returns ``True`` if it closed it for that silence.
+
+    ``sleep`` is the caller's (gevent's, or a thread's); ``still_open()`` says whether to go on.
+    """
+    tick = min(ping_s, timeout_s / 4)
+    last_ping = time.monotonic()
+    while still_open():
+        sleep(tick)
+        now = time.monotonic()
+        if now - websocket.last_received > timeout_s:
+            websocket.close(silent_code, f"nothing received for {timeout_s:g} s")
+            return True
+        if now - last_ping >= ping_s:
+            last_ping = now
+            try:
+                websocket.ping()
+            except Closed:
+                return False
+    return False
+
+
 def upgrade_request(environ):
     """The HTTP request of a WSGI ``environ`` as wsproto's server side sees it; raises ``ValueError``."""
     head = [f"GET {environ.get('RAW_URI') or environ.get('PATH_INFO') or '/'} HTTP/1.1"]
