@@ -9,7 +9,6 @@ error's status and message are taken from it, and the chat pipeline encodes them
 
 import itertools
 import logging
-import time
 import uuid
 
 import gevent
