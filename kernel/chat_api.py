@@ -17,7 +17,7 @@ try:  # the real poll(2), even where gevent has patched the select module
 except ImportError:  # pragma: no cover - gevent is a dependency
     _poll = select.poll
 
-from . import chat, requestlog
+from . import backends, chat, requestlog
 from .auth import require_chat_key
 from .errors import ApiError
 from .instruments import STREAMS
@@ -32,7 +32,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def backend():
-    return current_app.extensions["kernel.backend"]
+    return backends.loaded(current_app.extensions, current_app.config)
 
 
 def client_gone_probe(environ):

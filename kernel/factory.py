@@ -3,6 +3,8 @@
 import logging
 import uuid
 
+import click
+
 from flask import Flask, g, request
 
 from . import auth, backends, chat_api, cli, db, documents_api, errors, health, requestlog, roles_api, security, shutdown
@@ -49,11 +51,14 @@ def create_app(config=None):
     app.json.ensure_ascii = False
     _setup_logging(app)
 
-    try:
-        app.extensions["kernel.backend"] = backends.load(app.config)
-    except (backends.BackendNotFound, backends.BackendBroken) as exc:
-        log.critical("%s", exc)  # one clear line in the server log, above gunicorn's traceback
-        raise
+    # A server proves its backend at start (a local model decodes, see kernel/backends/local.py); a Flask
+    # command (roles, documents, connect…) needs no model, so there it loads on first use, if ever.
+    if click.get_current_context(silent=True) is None:
+        try:
+            backends.loaded(app.extensions, app.config)
+        except (backends.BackendNotFound, backends.BackendBroken) as exc:
+            log.critical("%s", exc)  # one clear line in the server log, above gunicorn's traceback
+            raise
 
     errors.init_app(app)
     requestlog.init_app(app)

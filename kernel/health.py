@@ -2,6 +2,8 @@
 
 from flask import Blueprint, current_app, jsonify
 
+from . import backends
+
 bp = Blueprint("health", __name__)
 
 
@@ -14,7 +16,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """The backend can serve now; a :class:`BackendError` becomes the 503/504 envelope."""
-    backend = current_app.extensions["kernel.backend"]
+    backend = backends.loaded(current_app.extensions, current_app.config)
     backend.check_ready()
     return jsonify({"status": "ready", "backend": backend.name})
 

@@ -88,6 +88,14 @@ def _load_factory(spec):
     )
 
 
+def loaded(extensions, config):
+    """The backend kept in ``extensions`` (an app's), built from ``config`` on first use."""
+    backend = extensions.get("kernel.backend")
+    if backend is None:
+        backend = extensions["kernel.backend"] = load(config)
+    return backend
+
+
 def load(config):
     """Build the backend the config asks for."""
     name = resolve_name(config)
