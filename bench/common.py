@@ -12,7 +12,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+KERNEL_PATH = "/api/kernel2/chat"
+DIRECT_PATH = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "Tell me about artificial intelligence in a few words"}]
 FIRST_CONTENT = re.compile(rb'"content": ?"[^"]')
+
+
+def ms(seconds):
+    return f"{seconds * 1000:8.2f} ms"
+
+
+def body(model, **extra):
+    """A streamed chat request for ``model`` (the test upstreams read their behaviour from it)."""
+    return {"messages": MESSAGES, "model": model, "stream": True, **extra}
 
 
 def free_port():

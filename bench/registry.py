@@ -27,18 +27,9 @@ import urllib.request  # noqa: E402
 
 from gevent.pool import Pool  # noqa: E402
 
-from bench.common import free_port, start, start_gunicorn, stop, stream, summary  # noqa: E402
+from bench.common import body, free_port, ms, start, start_gunicorn, stop, stream, summary  # noqa: E402
 
 ADMIN_KEY = "bench-admin-key"
-MESSAGES = [{"role": "user", "content": "Tell me about artificial intelligence in a few words"}]
-
-
-def ms(seconds):
-    return f"{seconds * 1000:8.2f} ms"
-
-
-def body(model):
-    return {"messages": MESSAGES, "model": model, "stream": True}
 
 
 def api(url, path, payload=None, method=None):

@@ -23,6 +23,10 @@ import gevent  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    DIRECT_PATH,
+    KERNEL_PATH,
+    body,
+    ms,
     cpu_seconds,
     free_port,
     rss_mib,
@@ -34,17 +38,6 @@ from bench.common import (  # noqa: E402
     worker_pids,
 )
 
-KERNEL_PATH = "/api/kernel2/chat"
-DIRECT_PATH = "/v1/chat/completions"
-MESSAGES = [{"role": "user", "content": "Tell me about artificial intelligence in a few words"}]
-
-
-def ms(seconds):
-    return f"{seconds * 1000:8.2f} ms"
-
-
-def body(model):
-    return {"messages": MESSAGES, "model": model, "stream": True}
 
 
 def sequential(upstream, kernel, count):

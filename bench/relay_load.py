@@ -30,6 +30,10 @@ import gevent  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    DIRECT_PATH,
+    KERNEL_PATH,
+    body,
+    ms,
     cpu_seconds,
     free_port,
     rss_mib,
@@ -42,18 +46,7 @@ from bench.common import (  # noqa: E402
     worker_pids,
 )
 
-KERNEL_PATH = "/api/kernel2/chat"
-DIRECT_PATH = "/v1/chat/completions"
 KINDS = ("pywsgi", "werkzeug", "uvicorn", "llama.cpp")
-
-
-def ms(seconds):
-    return f"{seconds * 1000:.2f} ms"
-
-
-def body(model, **extra):
-    return {"messages": [{"role": "user", "content": "Tell me about artificial intelligence."}], "model": model,
-            "stream": True, **extra}
 
 
 class Setup:
