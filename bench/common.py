@@ -127,6 +127,19 @@ def stream(url, path, body, timeout=60):
     return first, total, b"".join(received)
 
 
+def sequential_streams(url, path, request_body, count, warm_up=10):
+    """``count`` streams one after another (after ``warm_up`` unmeasured ones): summaries of the time to
+    the first content delta and to the end."""
+    for _ in range(warm_up):  # warm up connections and code paths
+        stream(url, path, request_body)
+    firsts, totals = [], []
+    for _ in range(count):
+        first, total, _ = stream(url, path, request_body)
+        firsts.append(first)
+        totals.append(total)
+    return summary(firsts), summary(totals)
+
+
 def percentile(values, fraction):
     ordered = sorted(values)
     if not ordered:

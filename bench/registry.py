@@ -27,7 +27,17 @@ import urllib.request  # noqa: E402
 
 from gevent.pool import Pool  # noqa: E402
 
-from bench.common import body, free_port, ms, start, start_gunicorn, stop, stream, summary  # noqa: E402
+from bench.common import (  # noqa: E402
+    body,
+    free_port,
+    ms,
+    sequential_streams,
+    start,
+    start_gunicorn,
+    stop,
+    stream,
+    summary,
+)
 
 ADMIN_KEY = "bench-admin-key"
 
@@ -52,14 +62,7 @@ def wait_online(registry, instance_id, timeout=30.0):
 def sequential(routes, count):
     rows = {}
     for name, (url, path) in routes.items():
-        for _ in range(10):  # warm up connections and code paths
-            stream(url, path, body("echo"))
-        firsts, totals = [], []
-        for _ in range(count):
-            first, total, _ = stream(url, path, body("echo"))
-            firsts.append(first)
-            totals.append(total)
-        rows[name] = (summary(firsts), summary(totals))
+        rows[name] = sequential_streams(url, path, body("echo"), count)
     print(f"\nSequential, {count} chats of a 10-word answer")
     print(f"{'':10}{'first delta p50':>18}{'p99':>12}{'whole p50':>14}{'p99':>12}{'added p50':>12}")
     base = rows["kernel"][0]["median"]

@@ -26,10 +26,11 @@ from bench.common import (  # noqa: E402
     DIRECT_PATH,
     KERNEL_PATH,
     body,
-    ms,
     cpu_seconds,
     free_port,
+    ms,
     rss_mib,
+    sequential_streams,
     start,
     start_gunicorn,
     stop,
@@ -43,14 +44,7 @@ from bench.common import (  # noqa: E402
 def sequential(upstream, kernel, count):
     rows = {}
     for name, (url, path) in {"direct": (upstream, DIRECT_PATH), "relayed": (kernel, KERNEL_PATH)}.items():
-        for _ in range(10):  # warm up connections and code paths
-            stream(url, path, body("echo"))
-        firsts, totals = [], []
-        for _ in range(count):
-            first, total, _ = stream(url, path, body("echo"))
-            firsts.append(first)
-            totals.append(total)
-        rows[name] = (summary(firsts), summary(totals))
+        rows[name] = sequential_streams(url, path, body("echo"), count)
     print(f"\nSequential, {count} requests of a 10-word answer")
     print(f"{'':10}{'first delta p50':>18}{'p99':>12}{'whole p50':>14}{'p99':>12}")
     for name, (first, total) in rows.items():

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from functools import lru_cache
 from typing import NamedTuple
 
 from . import __version__, sse
@@ -123,8 +124,10 @@ def compose(messages, metadata, get_db, top_k):
     return Composed([{"role": "system", "content": system}] + [m for m in messages if m["role"] != "system"], sources)
 
 
-def fingerprint(backend):
-    digest = hashlib.sha256(f"kernel-chat {__version__} {backend.name}".encode()).hexdigest()
+@lru_cache(maxsize=None)
+def fingerprint(backend_name):
+    """The ``system_fingerprint`` of a backend's answers: this release and the backend, hashed once."""
+    digest = hashlib.sha256(f"kernel-chat {__version__} {backend_name}".encode()).hexdigest()
     return "fp_" + digest[:10]
 
 
@@ -220,7 +223,7 @@ class Generation:
         self.client_gone = client_gone
         self.stopping = stopping
         self.result = Result()
-        self.completion = Completion(backend.model_for(request.model), fingerprint(backend), sources)
+        self.completion = Completion(backend.model_for(request.model), fingerprint(backend.name), sources)
         self.relay = Relay(backend.generate(request, self.result))
 
     def _next(self, timeout=None):
