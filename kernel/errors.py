@@ -120,9 +120,9 @@ def _handle(exc):
     status, message, code, param, headers = from_exception(exc)
     if isinstance(exc, HTTPException):
         message = _describe_http(exc, message)
-    if status >= 500 and not isinstance(exc, (BackendError, HTTPException, store.Busy)):
+    if status >= 500 and not isinstance(exc, (ApiError, BackendError, HTTPException, store.Busy)):
         log.exception("unhandled error")
-    elif isinstance(exc, (BackendError, store.Busy)):
+    elif isinstance(exc, (BackendError, store.Busy)) or (isinstance(exc, ApiError) and status >= 500):
         log.warning("%s (%s): %s", type(exc).__name__, status, message)
     return error_response(status, message, code, param, headers)
 
