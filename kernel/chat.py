@@ -6,12 +6,13 @@ whether the client is still connected.
 """
 
 import hashlib
-import json
 import logging
 import time
 import uuid
 from functools import lru_cache
 from typing import NamedTuple
+
+import orjson
 
 from . import __version__, sse
 from .backends.base import BackendError, ChatRequest, Result
@@ -140,10 +141,11 @@ class Completion:
         self.created = int(time.time())
         self.model = model
         self.system_fingerprint = system_fingerprint
-        head = json.dumps(self._head("chat.completion.chunk"), ensure_ascii=False, separators=(",", ":"))
+        head = orjson.dumps(self._head("chat.completion.chunk"))
         # Content deltas are the hot path: only the text is serialised per chunk.
-        self._content_prefix = head[:-1] + ',"choices":[{"index":0,"delta":{"content":'
-        self._content_suffix = '},"logprobs":null,"finish_reason":null}]}'
+        self._content_head, self._content_tail = sse.around(
+            head[:-1] + b',"choices":[{"index":0,"delta":{"content":', b'},"logprobs":null,"finish_reason":null}]}'
+        )
 
     def _head(self, obj):
         return {
@@ -155,8 +157,7 @@ class Completion:
         }
 
     def content(self, text):
-        dumped = json.dumps(text, ensure_ascii=False)
-        return sse.encode(self._content_prefix + dumped + self._content_suffix)
+        return self._content_head + orjson.dumps(text) + self._content_tail
 
     def chunk(self, delta, finish_reason=None):
         event = self._head("chat.completion.chunk")

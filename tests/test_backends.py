@@ -148,6 +148,21 @@ def test_payload_forwards_only_what_was_set(openai_backend):
     assert full["presence_penalty"] == 0
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"seed": 2**70},  # JSON has no integer limit; orjson stops at 64 bits
+        {"user": "lone \ud800 surrogate"},  # a \\ud800 escape in the client's JSON
+        {"metadata": {"tags": ["a", 1.5, None, True]}},
+    ],
+)
+def test_payload_reaches_the_upstream_whatever_json_the_client_sent(openai_backend, upstream, fields):
+    deltas, _ = run(openai_backend, request("one two", **fields))
+    assert deltas == ["one", " two"]
+    ((name, value),) = fields.items()
+    assert upstream.stats.bodies[-1][name] == value
+
+
 def test_payload_uses_the_configured_model(upstream):
     backend = OpenAIBackend(config(KERNEL_UPSTREAM_URL=upstream.url, KERNEL_UPSTREAM_MODEL="llama"))
     assert backend.payload(request())["model"] == "llama"

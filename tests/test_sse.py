@@ -34,3 +34,15 @@ def test_comment(text, expected):
 def test_constants_are_the_encoded_forms():
     assert sse.DONE == sse.encode("[DONE]")
     assert sse.PING == sse.comment("ping")
+
+
+@pytest.mark.parametrize(
+    "before, value, after, expected",
+    [
+        (b'{"delta":', b'"hi"', b"}", b'data: {"delta":"hi"}\n\n'),
+        (b"[", b"1", b"]", b"data: [1]\n\n"),
+    ],
+)
+def test_around_wraps_a_value_into_one_event(before, value, after, expected):
+    head, tail = sse.around(before, after)
+    assert head + value + tail == expected

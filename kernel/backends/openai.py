@@ -18,6 +18,7 @@ import socket
 import urllib.request
 from urllib.parse import urlsplit
 
+import orjson
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -195,28 +196,29 @@ class OpenAIBackend(Backend):
             raise BackendUnavailable(f"upstream at {self.base_url} is unreachable: {_reason(exc)}") from exc
 
     def generate(self, request, result):
-        body = json.dumps(self.payload(request), ensure_ascii=False, separators=(",", ":")).encode()
+        body = _dumps(self.payload(request))
         response = self._request("POST", "/chat/completions", body, self.timeout)
         try:
             if response.status != 200:
                 raise _error_from(response)
-            yield from self._events(response, result)
-            _release(response)
+            blocks = _blocks(response)
+            yield from self._events(_data_lines(blocks, self.read_timeout), result)
+            _drain(blocks)
         finally:
             if response.isclosed():
                 response.release_conn()
             else:
                 response.close()
 
-    def _events(self, response, result):
+    def _events(self, lines, result):
         finish_reason = None
         deltas = 0
         usage = None
-        for data in _data_lines(response, self.read_timeout):
+        for data in lines:
             if data == b"[DONE]":
                 break
             try:
-                event = json.loads(data)
+                event = orjson.loads(data)
             except ValueError:
                 raise UpstreamError("upstream sent an event that is not JSON") from None
             if not isinstance(event, dict):
@@ -245,16 +247,35 @@ class OpenAIBackend(Backend):
             result.set_usage(0, deltas)
 
 
+def _dumps(value):
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer past 64 bits or a lone surrogate, which JSON text can carry
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _count(value):
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def _data_lines(response, read_timeout):
+def _blocks(response):
+    """The body's bytes, block by block as they arrive.
+
+    A chunked body (what streaming servers send) is read a chunk at a time by urllib3 itself, straight
+    from the connection's buffer: one call per event, where ``read1`` would go through urllib3 and
+    http.client for each. Otherwise whatever has arrived, up to :data:`READ_SIZE`.
+    """
+    if response.chunked and response.supports_chunked_reads():
+        return response.read_chunked(READ_SIZE, decode_content=False)
+    return iter(lambda: response.read1(READ_SIZE), b"")
+
+
+def _data_lines(blocks, read_timeout):
     """Yield the payload of each ``data:`` line of an SSE byte stream, as bytes, as it arrives."""
     pending = b""
     while True:
         try:
-            block = response.read1(READ_SIZE)
+            block = next(blocks, b"")
         except ReadTimeoutError as exc:
             raise _silent(read_timeout) from exc
         except (ProtocolError, HTTPError, OSError) as exc:
@@ -278,7 +299,7 @@ def _silent(seconds):
     return BackendTimeout(f"upstream sent nothing for {seconds:g} s")
 
 
-def _release(response):
+def _drain(blocks):
     """After ``[DONE]``: read what is left (the chunked terminator) so the connection returns to the pool.
 
     Closing a response with unread bytes would close its connection instead, and the next request
@@ -286,7 +307,7 @@ def _release(response):
     """
     for _ in range(4):
         try:
-            if not response.read1(READ_SIZE):
+            if not next(blocks, b""):
                 break
         except (HTTPError, OSError):
             return
