@@ -5,17 +5,9 @@ kernel2 endpoint as its documentation says, false on ``/v1/chat/completions`` as
 so the official SDKs work unchanged with ``base_url="http://host:8002/v1"``.
 """
 
-import select
 import socket
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-
-try:  # the real poll(2), even where gevent has patched the select module
-    from gevent.monkey import get_original
-
-    _poll = get_original("select", "poll")
-except ImportError:  # pragma: no cover - gevent is a dependency
-    _poll = select.poll
 
 from . import backends, chat, requestlog
 from .auth import require_chat_key
@@ -24,6 +16,7 @@ from .instruments import STREAMS
 from .db import get_db
 from .limits import StreamLimit
 from .schema import validated_body
+from .sockets import readable_now
 
 bp = Blueprint("chat", __name__)
 bp.before_request(require_chat_key)
@@ -36,20 +29,14 @@ def backend():
 
 
 def client_gone_probe(environ):
-    """A callable telling whether the client has closed its connection, where the server exposes it.
-
-    ``poll(2)`` with no timeout, not ``select()``: a worker holding thousands of sockets has descriptors
-    above ``FD_SETSIZE`` (1024), which ``select()`` cannot take.
-    """
+    """A callable telling whether the client has closed its connection, where the server exposes it."""
     sock = environ.get("gunicorn.socket")
     if sock is None:
         return lambda: False
 
     def client_gone():
         try:
-            poller = _poll()
-            poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
-            if not poller.poll(0):
+            if not readable_now(sock):
                 return False
             return sock.recv(1, socket.MSG_PEEK) == b""  # readable: end of stream, or pipelined bytes
         except (OSError, ValueError):

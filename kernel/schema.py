@@ -4,6 +4,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+import jsonschema_rs
 from flask import request
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -52,6 +53,15 @@ def validator(name):
     return Draft202012Validator(flat)
 
 
+@lru_cache(maxsize=None)
+def _accepts(name):
+    """A yes/no check against the same schema, compiled by jsonschema-rs: a hundred times faster.
+
+    Every chat request is checked; only a rejected one needs jsonschema's detailed errors.
+    """
+    return jsonschema_rs.validator_for(validator(name).schema).is_valid
+
+
 def field_path(parts):
     """``messages[0].role`` from a jsonschema path deque."""
     text = ""
@@ -71,6 +81,11 @@ def _describe(error):
 
 def validate(name, instance, status=400):
     """Raise an :class:`ApiError` (400, or ``status``) naming the offending field if ``instance`` breaks the schema."""
+    try:
+        if _accepts(name)(instance):
+            return
+    except (ValueError, TypeError, OverflowError):  # a value it cannot convert: jsonschema decides
+        pass
     error = best_match(validator(name).iter_errors(instance))
     if error is None:
         return

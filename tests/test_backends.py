@@ -210,6 +210,14 @@ def test_openai_reads_a_close_delimited_body(openai_backend):
     assert run(openai_backend, request(model="plain:3"))[0] == ["p0 ", "p1 ", "p2 "]
 
 
+def test_openai_does_not_reuse_a_connection_the_upstream_closed(openai_backend):
+    """An upstream may close an idle kept-alive connection at any time: the next request opens a new one."""
+    assert run(openai_backend, request(model="hangup:2"))[0] == ["h0 ", "h1 "]
+    time.sleep(0.1)  # the close has arrived
+    for _ in range(3):
+        assert run(openai_backend, request("still here"))[0] == ["still", " here"]
+
+
 def test_openai_refused_connection_fails_fast():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

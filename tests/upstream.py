@@ -202,6 +202,11 @@ class Handler(BaseHTTPRequestHandler):
     def scenario_plain(self, body, count="5"):
         self.stream([f"p{i} " for i in range(int(count))], chunked=False)
 
+    def scenario_hangup(self, body, count="3"):
+        """A whole chunked answer, then the connection closed without saying so (as an idle timeout would)."""
+        self.stream([f"h{i} " for i in range(int(count))])
+        self.close_connection = True
+
     def scenario_stall(self, body, seconds="5"):
         time.sleep(float(seconds))
         self.scenario_echo(body)

@@ -31,6 +31,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from ..sockets import readable_now
 from .base import (
     Backend,
     BackendTimeout,
@@ -70,6 +71,11 @@ class QuickAckConnection(HTTPConnection):
             except OSError:
                 pass
         return super().getresponse(*args, **kwargs)
+
+    @property
+    def is_connected(self):
+        """Whether a pooled connection is still usable: nothing to read (no close, no stray bytes) yet."""
+        return self.sock is not None and not readable_now(self.sock)
 
 
 class QuickAckHTTPSConnection(QuickAckConnection, HTTPSConnection):
