@@ -15,6 +15,8 @@ backlog = 2048
 workers = int(os.environ.get("KERNEL_WORKERS", "1"))
 worker_class = "gevent"
 worker_connections = int(os.environ.get("KERNEL_WORKER_CONNECTIONS", "1000"))
+# gevent's resolver, except that an IP address is not sent to a thread to be looked up (kernel/resolver.py).
+os.environ.setdefault("GEVENT_RESOLVER", "kernel.resolver.Resolver")
 # Streams are long-lived, but the gevent worker keeps heart-beating while the hub is free.
 timeout = 30
 # On a stop or reload, streams in flight get this long to finish; those still running a few seconds before it

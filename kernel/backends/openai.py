@@ -202,8 +202,8 @@ class OpenAIBackend(Backend):
             raise BackendUnavailable(f"upstream at {self.base_url} is unreachable: {_reason(exc)}") from exc
 
     def generate(self, request, result):
-        body = _dumps(self.payload(request))
-        response = self._request("POST", "/chat/completions", body, self.timeout)
+        # The body is not kept in this frame: orjson's buffer would stay with the stream to its end.
+        response = self._request("POST", "/chat/completions", _dumps(self.payload(request)), self.timeout)
         try:
             if response.status != 200:
                 raise _error_from(response)
