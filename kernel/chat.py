@@ -7,8 +7,8 @@ whether the client is still connected.
 
 import hashlib
 import logging
+import secrets
 import time
-import uuid
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -137,7 +137,7 @@ class Completion:
 
     def __init__(self, model, system_fingerprint, sources=()):
         self.sources = list(sources)
-        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.id = "chatcmpl-" + secrets.token_hex(16)
         self.created = int(time.time())
         self.model = model
         self.system_fingerprint = system_fingerprint

@@ -1,7 +1,7 @@
 """The app factory: wires configuration, logging, errors, the backend and the blueprints together."""
 
 import logging
-import uuid
+import secrets
 
 import click
 
@@ -31,14 +31,14 @@ def _request_ids(app):
     def assign_request_id():
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         ok = 0 < len(incoming) <= 128 and incoming.isascii() and incoming.isprintable()
-        g.request_id = incoming if ok else "req_" + uuid.uuid4().hex
+        g.request_id = incoming if ok else "req_" + secrets.token_hex(16)
         request.environ[requestlog.REQUEST_ID] = g.request_id
         if request.url_rule is not None:
             request.environ[requestlog.ROUTE] = request.url_rule.rule
 
     @app.after_request
     def send_request_id(response):
-        response.headers[REQUEST_ID_HEADER] = g.get("request_id") or "req_" + uuid.uuid4().hex
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id") or "req_" + secrets.token_hex(16)
         return response
 
 

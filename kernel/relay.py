@@ -2,7 +2,9 @@
 
 The producer runs in its own greenlet so the writer can wake up while the backend is silent: to send
 keep-alive pings and to notice a client that has gone away. A bounded queue gives back-pressure, and the
-writer takes everything waiting at once, so a fast backend's deltas reach the socket in one write.
+writer takes everything waiting at once, so a fast backend's deltas reach the socket in one write. The
+first item is the exception: the producer steps aside once it is queued, so the client's first chunk
+does not wait while a fast backend's whole answer is read and parsed behind it.
 """
 
 import gevent
@@ -28,8 +30,12 @@ class Relay:
     def _produce(self, iterable):
         iterator = iter(iterable)
         try:
+            first = True
             for item in iterator:
                 self._queue.put(item)
+                if first:
+                    first = False
+                    gevent.sleep(0)  # let the writer send the first item now
             self._queue.put(_END)
         except Exception as exc:  # handed to the writer, which reports it; GreenletExit passes through
             self._queue.put(_Failure(exc))
@@ -48,9 +54,12 @@ class Relay:
         if self._ended:
             return None
         try:
-            item = self._queue.get(timeout=timeout)
+            item = self._queue.get_nowait()  # no timer to set up when items are waiting
         except Empty:
-            return []
+            try:
+                item = self._queue.get(timeout=timeout)
+            except Empty:
+                return []
         batch = []
         while True:
             if item is _END:

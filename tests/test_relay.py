@@ -15,10 +15,11 @@ def test_items_arrive_in_order_and_end():
     assert drain(Relay(range(1000), maxsize=8)) == list(range(1000))
 
 
-def test_waiting_items_come_as_one_batch():
-    relay = Relay(["a", "b", "c"])
-    gevent.sleep(0)  # let the producer fill the queue
-    assert relay.next_batch(1) == ["a", "b", "c"]
+def test_the_first_item_comes_at_once_and_the_rest_as_one_batch():
+    relay = Relay(["a", "b", "c", "d"])
+    gevent.sleep(0)  # the producer runs, queues the first item and steps aside
+    assert relay.next_batch(1) == ["a"]
+    assert relay.next_batch(1) == ["b", "c", "d"]
     assert relay.next_batch(1) is None
     assert relay.next_batch(1) is None
 
@@ -41,7 +42,8 @@ def test_failure_is_raised_after_the_items_before_it():
 
     relay = Relay(failing())
     gevent.sleep(0)
-    assert relay.next_batch(1) == ["one", "two"]
+    assert relay.next_batch(1) == ["one"]
+    assert relay.next_batch(1) == ["two"]
     with pytest.raises(ValueError, match="boom"):
         relay.next_batch(1)
     with pytest.raises(ValueError):
