@@ -11,6 +11,9 @@ One run, one Kernel Chat gevent worker, everything on this machine:
 4. 2,000 concurrent streams: errors, and a fresh worker's memory per open stream.
 5. Throughput: 50 connections asking back to back for short streamed answers.
 
+The ``echo`` backend, which answers without any upstream, is measured beside them (time to first chunk,
+CPU, throughput): what the server itself costs before it relays anything.
+
 Run with ``make bench`` or ``python -m bench.relay_load [--quick]``. Prints figures and ratios.
 """
 
@@ -47,6 +50,8 @@ from bench.common import (  # noqa: E402
 )
 
 KINDS = ("pywsgi", "werkzeug", "uvicorn", "llama.cpp")
+# The echo backend answers these 20 words itself: Kernel Chat's own floor, with no upstream at all.
+ECHO_BODY = {"messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(20))}], "stream": True}
 
 
 class Setup:
@@ -112,11 +117,10 @@ def cpu_per_request(setup, echo, count):
     list(pool.imap_unordered(lambda _: stream(setup.kernel, KERNEL_PATH, body("20")), range(count)))
     relayed = (cpu_seconds(setup.worker) - worker) / count * 1000
     own = (cpu_seconds(setup.upstream.pid) - upstream) / count * 1000
-    echo_body = {"messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(20))}], "stream": True}
     for _ in range(50):
-        stream(echo[1], KERNEL_PATH, echo_body)
+        stream(echo[1], KERNEL_PATH, ECHO_BODY)
     before = cpu_seconds(echo[2])
-    list(pool.imap_unordered(lambda _: stream(echo[1], KERNEL_PATH, echo_body), range(count)))
+    list(pool.imap_unordered(lambda _: stream(echo[1], KERNEL_PATH, ECHO_BODY), range(count)))
     echoed = (cpu_seconds(echo[2]) - before) / count * 1000
     return relayed, own, echoed
 
@@ -153,16 +157,27 @@ def concurrent_memory(setup, streams, model, hold_s):
     return failures, idle, loaded, (loaded - idle) * 1024 / streams
 
 
-def throughput(setup, connections, seconds):
+def echo_floor(setup, echo_url, rounds):
+    """Time to first chunk of the echo backend (no upstream) beside the upstream's own, interleaved."""
+    firsts = {"direct": [], "echo": []}
+    for _ in range(rounds):
+        firsts["direct"].append(stream(setup.url, DIRECT_PATH, body("20"))[0])
+        firsts["echo"].append(stream(echo_url, KERNEL_PATH, ECHO_BODY)[0])
+    return {name: summary(values) for name, values in firsts.items()}
+
+
+def throughput(setup, connections, seconds, echo_url):
     rates = {}
-    for name, (url, path) in setup.paths().items():
+    paths = {**setup.paths(), "echo": (echo_url, KERNEL_PATH)}
+    for name, (url, path) in paths.items():
         deadline = time.perf_counter() + seconds
         counts = []
+        request_body = ECHO_BODY if name == "echo" else body("20")
 
         def client():
             done = 0
             while time.perf_counter() < deadline:
-                stream(url, path, body("20"))
+                stream(url, path, request_body)
                 done += 1
             counts.append(done)
 
@@ -210,8 +225,12 @@ def main():
     echo_process, echo_url = start_gunicorn({"KERNEL_BACKEND": "echo", "KERNEL_DATA_DIR": data.name})
     try:
         echo = (echo_process, echo_url, worker_pids(echo_process.pid)[0])
+        floor = echo_floor(setup, echo_url, rounds)
+        print(f"Kernel Chat's floor, the echo backend with no upstream: first chunk p50 {ms(floor['echo']['median'])}"
+              f" against the pywsgi upstream's {ms(floor['direct']['median'])}, interleaved "
+              f"(+{(floor['echo']['median'] - floor['direct']['median']) * 1000:.2f} ms)")
+
         relayed, own, echoed = cpu_per_request(setup, echo, cpu_count)
-        stop(echo_process)
         print(f"\n2. CPU per streamed request of 20 tokens, over {cpu_count} requests")
         print(f"Kernel Chat worker relaying: {relayed:.2f} ms; the upstream producing it: {own:.2f} ms; "
               f"Kernel Chat's echo backend: {echoed:.2f} ms")
@@ -235,9 +254,11 @@ def main():
               f"failed; worker memory {idle:.1f} MiB idle, {loaded:.1f} MiB with all open: {per_stream:.1f} KiB "
               f"per stream")
 
-        rates = throughput(setup, 50, seconds)
+        rates = throughput(setup, 50, seconds, echo_url)
         print(f"\n5. 50 connections, back to back, {seconds} s: direct {rates['direct']:.0f} requests/s, "
-              f"Kernel Chat {rates['relayed']:.0f} requests/s (ratio {rates['relayed'] / rates['direct']:.2f})")
+              f"Kernel Chat {rates['relayed']:.0f} requests/s (ratio {rates['relayed'] / rates['direct']:.2f}); "
+              f"Kernel Chat's echo backend, no upstream: {rates['echo']:.0f} requests/s "
+              f"(ratio {rates['echo'] / rates['direct']:.2f})")
     finally:
         setup.stop()
         if echo_process.poll() is None:
