@@ -210,6 +210,11 @@ def test_openai_reads_a_close_delimited_body(openai_backend):
     assert run(openai_backend, request(model="plain:3"))[0] == ["p0 ", "p1 ", "p2 "]
 
 
+def test_openai_reads_a_compressed_stream(openai_backend):
+    """Nothing asks for compression, but a proxy in front of an upstream may compress anyway."""
+    assert run(openai_backend, request(model="gzip:3"))[0] == ["z0 ", "z1 ", "z2 "]
+
+
 def test_openai_does_not_reuse_a_connection_the_upstream_closed(openai_backend):
     """An upstream may close an idle kept-alive connection at any time: the next request opens a new one."""
     assert run(openai_backend, request(model="hangup:2"))[0] == ["h0 ", "h1 "]

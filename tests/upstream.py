@@ -12,6 +12,8 @@ It speaks HTTP/1.1 with chunked SSE on ``POST /v1/chat/completions`` and lists o
 ``garbage``            one delta, then a data line that is not JSON
 ``noend``              deltas, then ends the body without ``[DONE]`` or a finish reason
 ``plain:N``            N deltas in a close-delimited (not chunked) body
+``gzip:N``             N deltas, the event stream gzip-compressed (``Content-Encoding``), flushed per event
+``hangup:N``           N deltas, then closes the kept-alive connection without saying so
 ``error:STATUS``       answers STATUS with an OpenAI error object (``Retry-After`` on 429/503)
 ``stall:SECONDS``      waits before sending anything, then echoes
 ``headstall:SECONDS``  sends headers, waits, then echoes
@@ -33,6 +35,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODEL = "upstream-model"
@@ -201,6 +204,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def scenario_plain(self, body, count="5"):
         self.stream([f"p{i} " for i in range(int(count))], chunked=False)
+
+    def scenario_gzip(self, body, count="3"):
+        stats = self.server.stats
+        stats.add("started")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        gzip = zlib.compressobj(wbits=31)
+        events = [_delta_event(f"z{i} ") for i in range(int(count))]
+        events += [_delta_event(finish_reason="stop"), b"data: [DONE]\n\n"]
+        for event in events:
+            self.wfile.write(_chunk(gzip.compress(event) + gzip.flush(zlib.Z_SYNC_FLUSH)))
+        self.wfile.write(_chunk(gzip.flush()) + b"0\r\n\r\n")
+        stats.add("completed")
 
     def scenario_hangup(self, body, count="3"):
         """A whole chunked answer, then the connection closed without saying so (as an idle timeout would)."""

@@ -272,7 +272,7 @@ def _blocks(response):
     http.client for each. Otherwise whatever has arrived, up to :data:`READ_SIZE`.
     """
     if response.chunked and response.supports_chunked_reads():
-        return response.read_chunked(READ_SIZE, decode_content=False)
+        return response.read_chunked(READ_SIZE, decode_content=True)
     return iter(lambda: response.read1(READ_SIZE), b"")
 
 
