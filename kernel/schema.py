@@ -1,6 +1,7 @@
 """JSON Schemas from ``schemas/``: loaded and compiled once, then used to validate request bodies."""
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -122,6 +123,8 @@ def _number(text):
     handed ``2.0`` where it counts tokens (a slice, a ctypes seed).
     """
     value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text} is out of range")
     return int(value) if value.is_integer() else value
 
 
@@ -136,9 +139,31 @@ def json_body(status=400):
     if not raw.strip():
         raise ApiError(status, "Request body is empty; send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw, parse_float=_number, parse_constant=_not_json)
+        body = json.loads(raw, parse_float=_number, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(status, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    if (b"\\ud" in raw or b"\\uD" in raw) and not _unicode(body):  # only an escape can hold half a pair
+        raise ApiError(status, "Request body has a string with a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+                       "escape); text must be valid Unicode", code="invalid_json")
+    return body
+
+
+def _unicode(value):
+    """Whether every string in a parsed JSON value, keys included, is valid Unicode (no lone surrogate)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 def validated_body(name, status=400):

@@ -215,6 +215,24 @@ def test_openai_reads_a_compressed_stream(openai_backend):
     assert run(openai_backend, request(model="gzip:3"))[0] == ["z0 ", "z1 ", "z2 "]
 
 
+def test_openai_accepts_python_json_extensions_in_events(openai_backend):
+    """NaN and -Infinity are not JSON, but Python's json writes them (a logprob of -inf) and reads them back."""
+    assert run(openai_backend, request(model="nonfinite"))[0] == ["odd "]
+
+
+@pytest.mark.parametrize("model", ["", "gzip:2", "slow:3:0.01", "nonfinite"])
+def test_openai_streams_one_after_another_on_one_connection(upstream, model):
+    backend = OpenAIBackend(config(KERNEL_UPSTREAM_URL=upstream.url))
+    before = upstream.stats.connections
+    try:
+        for _ in range(4):
+            deltas, result = run(backend, request("a b", model=model))
+            assert deltas and result.finish_reason
+    finally:
+        backend.close()
+    assert upstream.stats.connections - before == 1
+
+
 def test_openai_does_not_reuse_a_connection_the_upstream_closed(openai_backend):
     """An upstream may close an idle kept-alive connection at any time: the next request opens a new one."""
     assert run(openai_backend, request(model="hangup:2"))[0] == ["h0 ", "h1 "]

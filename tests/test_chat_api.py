@@ -59,6 +59,12 @@ def test_only_json_bodies_are_accepted(client, content_type, status):
         ("post", "/api/kernel2/chat", {"data": "{", "content_type": "application/json"}, 400, "invalid_json", "not valid JSON"),
         ("post", "/api/kernel2/chat", {"data": b"\xff\xfe", "content_type": "application/json"}, 400, "invalid_json", "not valid JSON"),
         ("post", "/api/kernel2/chat", {"data": "  ", "content_type": "application/json"}, 400, "invalid_json", "empty"),
+        ("post", "/api/kernel2/chat", {"data": '{"messages": [{"role": "user", "content": "hi \\ud800"}]}',
+                                       "content_type": "application/json"}, 400, "invalid_json", "lone UTF-16 surrogate"),
+        ("post", "/v1/chat/completions", {"data": '{"model": "\\udfff", "messages": [{"role": "user", "content": "x"}]}',
+                                          "content_type": "application/json"}, 400, "invalid_json", "lone UTF-16 surrogate"),
+        ("post", "/api/kernel2/chat", {"data": '{"messages": [{"role": "user", "content": "x"}], "top_p": 1e400}',
+                                       "content_type": "application/json"}, 400, "invalid_json", "1e400 is out of range"),
         ("post", "/api/kernel2/chat", {"json": {"messages": [{"role": "x", "content": "y"}]}}, 400, "invalid_request", "messages[0].role"),
         ("get", "/api/kernel2/chat", {}, 405, "method_not_allowed", "use POST"),
         ("delete", "/v1/models", {}, 405, "method_not_allowed", "use GET"),
@@ -75,6 +81,17 @@ def test_errors_use_the_envelope(client, method, path, kwargs, status, code, wor
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["code"] == code
     assert words in body["message"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\\ud83d\\ude00 paired", "a literal backslash: \\\\ud800", "\\u00e9t\\u00e9"],
+)
+def test_escaped_text_that_is_valid_unicode_passes(client, text):
+    body = '{"stream": false, "messages": [{"role": "user", "content": "%s"}]}' % text
+    response = client.post("/api/kernel2/chat", data=body, content_type="application/json")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["choices"][0]["message"]["content"] == json.loads(f'"{text}"')
 
 
 def test_internal_errors_say_nothing_of_internals(app, client, monkeypatch):

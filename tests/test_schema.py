@@ -93,6 +93,31 @@ def test_both_validators_agree(instance):
     assert jsonschema_rs.validator_for(schema).is_valid(instance) == validator("chat_request").is_valid(instance)
 
 
+@pytest.mark.parametrize(
+    "name, instance",
+    [
+        ("document_create", {"title": "notes", "content": "text"}),
+        ("document_create", {"title": "   ", "content": "text"}),  # whitespace only
+        ("document_create", {"title": "\u0085\ufeff\u001c", "content": "text"}),
+        ("document_create", {"title": "t", "content": "\n\t\u2028"}),
+        ("document_create", {"title": "t\n", "content": "x"}),
+        ("role_create", {"name": "r", "system_prompt": "be brief"}),
+        ("role_create", {"name": " ", "system_prompt": "be brief"}),
+        ("instance_create", {"name": "me", "endpoint": "http://127.0.0.1:8002/v1"}),
+        ("instance_create", {"name": "me", "endpoint": "http://127.0.0.1:8002/v1\n"}),  # a trailing newline
+        ("instance_create", {"name": "me", "endpoint": "https://h\u00a0/v1"}),
+        ("instance_create", {"name": "me", "endpoint": "ftp://h/v1"}),
+        ("instance_create", {"name": "me", "endpoint": "http://h", "api_key": "sk-ok"}),
+        ("instance_create", {"name": "me", "endpoint": "http://h", "api_key": "sk key"}),
+        ("instance_create", {"name": "me", "endpoint": "http://h", "api_key": "sk-key\n"}),
+        ("instance_create", {"name": "me", "api_key": "sk-ok"}),  # an api_key needs an endpoint
+    ],
+)
+def test_both_validators_agree_on_the_other_schemas(name, instance):
+    """Patterns with \\s and (?!\\n)$ are where Python's and Rust's regular expressions could differ."""
+    assert jsonschema_rs.validator_for(validator(name).schema).is_valid(instance) == validator(name).is_valid(instance)
+
+
 @pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.json")), ids=lambda p: p.stem)
 def test_every_schema_compiles_for_both_validators(path):
     jsonschema_rs.validator_for(validator(path.stem).schema)

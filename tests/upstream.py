@@ -10,6 +10,7 @@ It speaks HTTP/1.1 with chunked SSE on ``POST /v1/chat/completions`` and lists o
 ``midfail:N``          N deltas, then drops the connection without ending the stream
 ``errorevent``         one delta, then ``data: {"error": ...}``
 ``garbage``            one delta, then a data line that is not JSON
+``nonfinite``          one delta carrying ``NaN`` and ``-Infinity``, as Python's ``json`` writes them
 ``noend``              deltas, then ends the body without ``[DONE]`` or a finish reason
 ``plain:N``            N deltas in a close-delimited (not chunked) body
 ``gzip:N``             N deltas, the event stream gzip-compressed (``Content-Encoding``), flushed per event
@@ -25,7 +26,8 @@ It speaks HTTP/1.1 with chunked SSE on ``POST /v1/chat/completions`` and lists o
 server do: a small write waits while an earlier one is unacknowledged, so a client that delays its ACKs
 stalls the stream ~40 ms. ``paced`` counts such writes in ``Stats.held``.
 
-It counts streams started, completed and aborted (the client went away before the end), and keeps
+It counts connections accepted and streams started, completed and aborted (the client went away before
+the end), and keeps
 every request body it received, so tests can check what a backend really sent.
 """
 
@@ -48,6 +50,7 @@ class Stats:
         self.completed = 0
         self.aborted = 0
         self.held = 0  # writes made while an earlier write was still unacknowledged
+        self.connections = 0  # connections accepted
         self.paced_writes = 0
         self.bodies = []
 
@@ -271,6 +274,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(_chunk(b"data: this is not json\n\n"))
         self.wfile.write(b"0\r\n\r\n")
 
+    def scenario_nonfinite(self, body):
+        self.start_stream()
+        event = _delta_event("odd ")[:-3] + b',"logprobs":{"content":[{"token":"odd","logprob":-Infinity}]},"t":NaN}\n\n'
+        for payload in (event, _delta_event(finish_reason="stop"), b"data: [DONE]\n\n"):
+            self.wfile.write(_chunk(payload))
+        self.wfile.write(b"0\r\n\r\n")
+
     def scenario_noend(self, body):
         self.start_stream()
         self.wfile.write(_chunk(_delta_event("cut ")))
@@ -290,6 +300,7 @@ class Server(ThreadingHTTPServer):
 
     def get_request(self):
         conn, address = super().get_request()
+        self.stats.add("connections")
         if self.nodelay:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as llama-server and uvicorn do
         return conn, address

@@ -224,7 +224,7 @@ class OpenAIBackend(Backend):
             if data == b"[DONE]":
                 break
             try:
-                event = orjson.loads(data)
+                event = _loads(data)
             except ValueError:
                 raise UpstreamError("upstream sent an event that is not JSON") from None
             if not isinstance(event, dict):
@@ -253,10 +253,17 @@ class OpenAIBackend(Backend):
             result.set_usage(0, deltas)
 
 
+def _loads(data):
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # NaN or Infinity, as Python's own json writes them in a logprob or timing
+        return json.loads(data)
+
+
 def _dumps(value):
     try:
         return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # an integer past 64 bits or a lone surrogate, which JSON text can carry
+    except orjson.JSONEncodeError:  # an integer past 64 bits, which JSON text can carry
         return json.dumps(value, separators=(",", ":")).encode()
 
 
