@@ -263,7 +263,7 @@ def _loads(data):
 def _dumps(value):
     try:
         return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # an integer past 64 bits, which JSON text can carry
+    except orjson.JSONEncodeError:  # an integer past 64 bits, or a lone surrogate; json writes both as escapes
         return json.dumps(value, separators=(",", ":")).encode()
 
 
