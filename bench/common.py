@@ -127,6 +127,16 @@ def stream(url, path, body, timeout=60):
     return first, total, b"".join(received)
 
 
+def concurrent_streams(url, path, request_body, count):
+    """``count`` streams started at the same instant: summaries of the time to the first content delta and
+    to the end, and how many streams completed (ended with ``[DONE]``)."""
+    from gevent.pool import Pool
+
+    outcomes = Pool(count).map(lambda _: stream(url, path, request_body), range(count))
+    complete = sum(raw.endswith(b"data: [DONE]\n\n") for _, _, raw in outcomes)
+    return summary([o[0] for o in outcomes]), summary([o[1] for o in outcomes]), complete
+
+
 def sequential_streams(url, path, request_body, count, warm_up=10):
     """``count`` streams one after another (after ``warm_up`` unmeasured ones): summaries of the time to
     the first content delta and to the end."""

@@ -25,18 +25,15 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 
-from gevent.pool import Pool  # noqa: E402
-
 from bench.common import (  # noqa: E402
     body,
+    concurrent_streams,
     free_port,
     ms,
     sequential_streams,
     start,
     start_gunicorn,
     stop,
-    stream,
-    summary,
 )
 
 ADMIN_KEY = "bench-admin-key"
@@ -76,12 +73,9 @@ def concurrent(routes, streams, deltas):
     model = f"slow:{deltas}:0.005"
     results = {}
     for name, (url, path) in routes.items():
-        pool = Pool(streams)
         started = time.perf_counter()
-        outcomes = pool.map(lambda _: stream(url, path, body(model)), range(streams))
-        wall = time.perf_counter() - started
-        complete = sum(raw.endswith(b"data: [DONE]\n\n") for _, _, raw in outcomes)
-        results[name] = (summary([o[0] for o in outcomes]), summary([o[1] for o in outcomes]), complete, wall)
+        first, total, complete = concurrent_streams(url, path, body(model), streams)
+        results[name] = (first, total, complete, time.perf_counter() - started)
     print(f"\n{streams} concurrent chats of {deltas} deltas, 5 ms apart")
     print(f"{'':10}{'first delta p50':>18}{'p99':>12}{'whole p50':>14}{'p99':>12}{'complete':>10}{'wall':>12}")
     for name, (first, total, complete, wall) in results.items():

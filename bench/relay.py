@@ -20,12 +20,12 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import gevent  # noqa: E402
-from gevent.pool import Pool  # noqa: E402
 
 from bench.common import (  # noqa: E402
     DIRECT_PATH,
     KERNEL_PATH,
     body,
+    concurrent_streams,
     cpu_seconds,
     free_port,
     ms,
@@ -35,7 +35,6 @@ from bench.common import (  # noqa: E402
     start_gunicorn,
     stop,
     stream,
-    summary,
     worker_pids,
 )
 
@@ -76,12 +75,9 @@ def concurrent(upstream, kernel, worker, streams, deltas):
     model = f"slow:{deltas}:0.005"
     results = {}
     for name, (url, path) in {"direct": (upstream, DIRECT_PATH), "relayed": (kernel, KERNEL_PATH)}.items():
-        pool = Pool(streams)
         cpu_before = cpu_seconds(worker)
-        outcomes = pool.map(lambda _: stream(url, path, body(model)), range(streams))
-        cpu = cpu_seconds(worker) - cpu_before
-        complete = sum(raw.endswith(b"data: [DONE]\n\n") for _, _, raw in outcomes)
-        results[name] = (summary([o[0] for o in outcomes]), summary([o[1] for o in outcomes]), complete, cpu)
+        first, total, complete = concurrent_streams(url, path, body(model), streams)
+        results[name] = (first, total, complete, cpu_seconds(worker) - cpu_before)
     print(f"\n{streams} concurrent streams of {deltas} deltas, 5 ms apart")
     print(f"{'':10}{'first delta p50':>18}{'p99':>12}{'whole p50':>14}{'p99':>12}{'complete':>10}")
     for name, (first, total, complete, _) in results.items():
